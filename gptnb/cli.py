@@ -1,0 +1,76 @@
+"""The ``gptnb`` command: ``gptnb info`` (and the subcommands later modules add)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+VERSIONED = ("gptnb", "torch", "transformers", "tokenizers", "accelerate", "peft", "datasets", "openai", "nbval")
+
+
+def info() -> dict:
+    """Versions, device, profile, hub reachability and how each named model can be had now."""
+    from .device import describe, pick_device
+    from .models import MODELS, hub_reachable, offline_status
+    from .profiles import get_profile
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "versions": {package: installed(package) for package in VERSIONED},
+        "device": describe(pick_device()),
+        "profile": get_profile().name,
+        "hub_reachable": hub_reachable(),
+        "models": {name: offline_status(name) for name in MODELS},
+    }
+
+
+def _print_info(data: dict) -> None:
+    print(f"python        {data['python']}")
+    for package, found in data["versions"].items():
+        print(f"{package:<13} {found or '-'}")
+    print(f"device        {data['device']}")
+    print(f"profile       {data['profile']} (set GPTNB_PROFILE=tiny|cpu|gpu to force one)")
+    print(f"hub           {'reachable' if data['hub_reachable'] else 'unreachable: offline copies and substitutes are used'}")
+    print("models:")
+    for name, status in data["models"].items():
+        print(f"  {name:<14} {status}")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    data = info()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_info(data)
+    return 0
+
+
+# Modules that add a subcommand: each has `add_command(commands)`, which registers a
+# parser whose defaults include `run`, a function of the parsed args returning the exit code.
+COMMAND_MODULES: tuple[str, ...] = ("gptnb.api.prepare",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gptnb`` console script."""
+    parser = argparse.ArgumentParser(prog="gptnb", description="Plumbing for the gptnb notebooks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    info_parser = commands.add_parser("info", help="versions, device, profile and which models are available offline")
+    info_parser.add_argument("--json", action="store_true", help="print the same as JSON")
+    info_parser.set_defaults(run=_run_info)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_command(commands)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Profiles: how big every notebook runs, decided in one place.
+
+``tiny`` uses random tiny models and a few hundred examples so each notebook runs
+in seconds (CI); ``cpu`` uses a real small pretrained model and minutes of
+compute (a laptop); ``gpu`` uses the full-size models and data. The profile is
+chosen from the device and can be forced with ``GPTNB_PROFILE``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from .device import pick_device
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and model names for every notebook under one profile."""
+
+    name: str
+    summary: str
+    fallback_model: str  # loaded, with a printed line, when a named model cannot be had
+    prompting_model: str  # notebooks 02 and 05 (the base model)
+    generation_models: tuple[str, str]  # notebook 03: a GPT-2 and a GPT-Neo
+    finetune_model: str  # notebook 04
+    finetune_neo_model: str
+    data_source: str  # a gptnb.data source name, or "auto"
+    n_train: int
+    n_val: int
+    n_test: int
+    shots: tuple[int, ...]  # notebook 02: k for k-shot prompts
+    draws: int  # random draws of the k examples per k
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    max_length: int  # tokens per training example, after truncation
+    lora_rank: int
+    max_new_tokens: int
+
+    def as_dict(self) -> dict:
+        """The profile as plain data (for JSON and tables)."""
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny",
+        summary="random tiny models, a few hundred examples: seconds per notebook (CI)",
+        fallback_model="tiny-gpt2",
+        prompting_model="tiny-gpt2",
+        generation_models=("tiny-gpt2", "tiny-gpt-neo"),
+        finetune_model="tiny-gpt2",
+        finetune_neo_model="tiny-gpt-neo",
+        data_source="sample",
+        n_train=160,
+        n_val=40,
+        n_test=40,
+        shots=(0, 1, 2, 4),
+        draws=2,
+        epochs=2,
+        batch_size=16,
+        learning_rate=5e-4,
+        max_length=64,
+        lora_rank=4,
+        max_new_tokens=16,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        summary="a real small pretrained model, ~1k examples: minutes per notebook on a laptop",
+        fallback_model="smollm2-135m",
+        prompting_model="gpt2",
+        generation_models=("gpt2", "gpt-neo-125m"),
+        finetune_model="gpt2",
+        finetune_neo_model="gpt-neo-125m",
+        data_source="auto",
+        n_train=1000,
+        n_val=200,
+        n_test=300,
+        shots=(0, 1, 2, 4, 8),
+        draws=3,
+        epochs=1,
+        batch_size=16,
+        learning_rate=1e-4,
+        max_length=96,
+        lora_rank=8,
+        max_new_tokens=30,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        summary="full-size models and >=10k examples on one GPU",
+        fallback_model="smollm2-135m",
+        prompting_model="gpt2-xl",
+        generation_models=("gpt2-large", "gpt-neo-1.3b"),
+        finetune_model="gpt2",
+        finetune_neo_model="gpt-neo-125m",
+        data_source="auto",
+        n_train=10000,
+        n_val=1000,
+        n_test=2000,
+        shots=(0, 1, 2, 4, 8),
+        draws=5,
+        epochs=3,
+        batch_size=32,
+        learning_rate=5e-5,
+        max_length=128,
+        lora_rank=16,
+        max_new_tokens=60,
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called `name`, else ``GPTNB_PROFILE``, else ``gpu`` on CUDA and ``cpu`` elsewhere."""
+    chosen = name or os.environ.get("GPTNB_PROFILE") or ("gpu" if pick_device().type == "cuda" else "cpu")
+    chosen = chosen.strip().lower()
+    if chosen not in PROFILES:
+        raise ValueError(
+            f"unknown profile {chosen!r} (from {'the argument' if name else 'GPTNB_PROFILE'}); "
+            f"choose one of {', '.join(PROFILES)}, e.g. GPTNB_PROFILE=tiny"
+        )
+    return PROFILES[chosen]
+
+
+def start(profile: str | None = None) -> Profile:
+    """Print the gptnb version, profile, device and hub status at the top of a notebook; return the profile."""
+    from . import __version__
+    from .device import describe
+    from .models import hub_reachable
+
+    chosen = get_profile(profile)
+    print(f"gptnb {__version__} | profile {chosen.name}: {chosen.summary}")
+    print(f"device: {describe()}")
+    print(f"hub: {'reachable' if hub_reachable() else 'unreachable, so models and data come from offline copies'}")
+    return chosen

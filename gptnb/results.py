@@ -1,0 +1,54 @@
+"""Scores and the shared results table that notebooks 02, 04 and 05 add rows to."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+
+from .paths import REPO_ROOT
+from .profiles import get_profile
+
+KEY = ["notebook", "method"]
+
+
+def score(y_true, y_pred) -> dict:
+    """Accuracy and macro-F1 (each class counts equally, whatever its share)."""
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def results_path(profile: str | None = None) -> Path:
+    """The results table of a profile: ``GPTNB_RESULTS`` (a folder), else ``results/`` in the repository."""
+    folder = Path(os.environ.get("GPTNB_RESULTS") or REPO_ROOT / "results")
+    return folder / f"{get_profile(profile).name}.csv"
+
+
+def load_results(profile: str | None = None) -> pd.DataFrame:
+    """Every row recorded so far under the profile (an empty table if none)."""
+    path = results_path(profile)
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=KEY)
+
+
+def record(notebook: str, method: str, model: str, metrics: dict, *, profile: str | None = None, **details) -> pd.DataFrame:
+    """Add (or replace) the row for `notebook`/`method` and return the whole table.
+
+    `metrics` holds at least accuracy and macro_f1; `details` adds columns such as
+    n_test, data, trainable_params, train_seconds or peak_rss_gib.
+    """
+    row = {"notebook": notebook, "method": method, "model": model, **metrics, **details,
+           "recorded": time.strftime("%Y-%m-%d %H:%M")}
+    table = load_results(profile)
+    if len(table):
+        table = table[~((table["notebook"] == notebook) & (table["method"] == method))]
+    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+    path = results_path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return table
