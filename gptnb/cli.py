@@ -56,7 +56,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 # Modules that add a subcommand: each has `add_command(commands)`, which registers a
 # parser whose defaults include `run`, a function of the parsed args returning the exit code.
-COMMAND_MODULES: tuple[str, ...] = ("gptnb.api.prepare",)
+COMMAND_MODULES: tuple[str, ...] = ("gptnb.api.prepare", "gptnb.api.server", "gptnb.finetune_cli")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,3 +47,87 @@ def family_sizes(table, ax=None):
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper left")
     return ax
+
+
+def token_probabilities(table, title: str = "Next-token probabilities", ax=None):
+    """Horizontal bars of the most likely next tokens; `table` has columns token and probability."""
+    ax = ax or plt.subplots(figsize=(7, 0.5 + 0.35 * len(table)))[1]
+    labels = [repr(token)[1:-1] for token in table["token"]]  # show leading spaces and newlines
+    ax.barh(range(len(table)), table["probability"], color="tab:blue")
+    ax.set_yticks(range(len(table)), labels)
+    ax.invert_yaxis()  # most likely on top
+    for row, value in enumerate(table["probability"]):
+        ax.text(value, row, f" {value:.1%}" if value >= 1e-3 else f" {value:.1e}", va="center", fontsize=8)
+    ax.set_xlabel("probability of being the next token")
+    ax.set_ylabel("token")
+    ax.set_title(title)
+    return ax
+
+
+def accuracy_vs_shots(runs, columns=("accuracy",), metric: str = "accuracy", ax=None):
+    """A score against the number of examples in the prompt: one point per draw, the mean as a line,
+    the min-max range shaded. `runs` has a column k and each of `columns`; `metric` names the score."""
+    ax = ax or plt.subplots(figsize=(7, 4.5))[1]
+    for column in columns:
+        summary = runs.groupby("k")[column].agg(["mean", "min", "max"])
+        line = ax.plot(summary.index, summary["mean"], marker="o", label=f"{column.replace('_', ' ')} (mean of draws)")[0]
+        ax.fill_between(summary.index, summary["min"], summary["max"], color=line.get_color(), alpha=0.15)
+        ax.scatter(runs["k"], runs[column], color=line.get_color(), s=12, alpha=0.6)
+    ax.set_xticks(sorted(runs["k"].unique()))
+    ax.set_xlabel("k: examples in the prompt")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Few-shot {metric} vs number of examples (shaded: min-max over draws)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def token_lengths(lengths, max_length: int | None = None, title: str = "Tokens per training example", ax=None):
+    """Histogram of tokens per example, with the truncation length marked when given."""
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    ax.hist(lengths, bins=30, color="tab:blue")
+    if max_length:
+        ax.axvline(max_length, color="tab:red", linestyle="--", label=f"max_length = {max_length}")
+        ax.legend()
+    ax.set_xlabel("tokens (prompt + label + end of text)")
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    return ax
+
+
+def loss_curves(log_history, label: str = "", ax=None):
+    """Training loss per logged step and validation loss per epoch, from a `transformers.Trainer` log."""
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    evals = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
+    prefix = f"{label}: " if label else ""
+    line = ax.plot(*zip(*train), label=f"{prefix}training loss")[0] if train else None
+    if evals:
+        ax.plot(*zip(*evals), marker="o", linestyle="--", color=line.get_color() if line else None,
+                label=f"{prefix}validation loss (each epoch)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean cross-entropy per learned token)")
+    ax.set_title("Loss curves")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def confusion_matrix(y_true, y_pred, labels, title: str = "Confusion matrix", ax=None):
+    """Counts of (true label, predicted label); predictions of -1 (no label found) get their own column."""
+    names = list(labels) + (["(none)"] if -1 in set(y_pred) else [])
+    index = {i: i for i in range(len(labels))} | {-1: len(labels)}
+    counts = np.zeros((len(labels), len(names)), dtype=int)
+    for truth, predicted in zip(y_true, y_pred):
+        counts[truth, index[predicted]] += 1
+    ax = ax or plt.subplots(figsize=(1.5 + 1.1 * len(names), 1.2 + 1.0 * len(labels)))[1]
+    ax.imshow(counts, cmap="Blues")
+    for (row, col), value in np.ndenumerate(counts):
+        ax.text(col, row, str(value), ha="center", va="center",
+                color="white" if value > 0.6 * counts.max() else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title)
+    return ax

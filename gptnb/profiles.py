@@ -30,12 +30,15 @@ class Profile:
     n_test: int
     shots: tuple[int, ...]  # notebook 02: k for k-shot prompts
     draws: int  # random draws of the k examples per k
+    n_sweep: int  # notebook 02: validation tweets each prompt variant is scored on
     epochs: int
     batch_size: int
     learning_rate: float
     max_length: int  # tokens per training example, after truncation
     lora_rank: int
     max_new_tokens: int
+    api_n_train: int  # notebook 05: tweets the API fine-tuning job (LoRA) trains on
+    finetune_n_train: int  # notebook 04: tweets each fine-tuning run trains on (n_train stays notebook 02's pool)
 
     def as_dict(self) -> dict:
         """The profile as plain data (for JSON and tables)."""
@@ -57,12 +60,15 @@ PROFILES: dict[str, Profile] = {
         n_test=40,
         shots=(0, 1, 2, 4),
         draws=2,
+        n_sweep=40,
         epochs=2,
         batch_size=16,
         learning_rate=5e-4,
         max_length=64,
         lora_rank=4,
         max_new_tokens=16,
+        api_n_train=160,
+        finetune_n_train=160,
     ),
     "cpu": Profile(
         name="cpu",
@@ -78,12 +84,15 @@ PROFILES: dict[str, Profile] = {
         n_test=300,
         shots=(0, 1, 2, 4, 8),
         draws=3,
+        n_sweep=40,
         epochs=1,
         batch_size=16,
         learning_rate=1e-4,
         max_length=96,
         lora_rank=8,
         max_new_tokens=30,
+        api_n_train=160,
+        finetune_n_train=128,
     ),
     "gpu": Profile(
         name="gpu",
@@ -99,12 +108,15 @@ PROFILES: dict[str, Profile] = {
         n_test=2000,
         shots=(0, 1, 2, 4, 8),
         draws=5,
+        n_sweep=500,
         epochs=3,
         batch_size=32,
         learning_rate=5e-5,
         max_length=128,
         lora_rank=16,
         max_new_tokens=60,
+        api_n_train=2000,
+        finetune_n_train=10000,
     ),
 }
 

@@ -31,7 +31,7 @@ def results_path(profile: str | None = None) -> Path:
 def load_results(profile: str | None = None) -> pd.DataFrame:
     """Every row recorded so far under the profile (an empty table if none)."""
     path = results_path(profile)
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=KEY)
+    return pd.read_csv(path, dtype={"notebook": str}) if path.exists() else pd.DataFrame(columns=KEY)  # "02" stays "02"
 
 
 def record(notebook: str, method: str, model: str, metrics: dict, *, profile: str | None = None, **details) -> pd.DataFrame:

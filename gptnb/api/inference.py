@@ -1,0 +1,209 @@
+"""The two inference endpoints: ``/v1/completions`` and ``/v1/chat/completions``, whole or streamed.
+
+Each turns a checked request (`schemas`) into token ids, runs `engine.choice_pieces`
+once per choice, and shapes the result as OpenAI does: ``logprobs`` per token,
+``usage`` counts, server-sent events ending in ``[DONE]`` when ``stream`` is set.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import traceback
+
+import torch
+from fastapi.responses import StreamingResponse
+
+from .. import __version__
+from .engine import Loaded, choice_pieces, prompt_tokens
+from .formats import PLAIN_CHAT_STOPS, chat_prompt
+from .schemas import DEFAULT_CHAT_MAX_TOKENS, MAX_PROMPTS, APIError, ChatRequest, CompletionRequest
+from .store import new_id
+
+FINGERPRINT = f"gptnb-{__version__}"
+
+
+def encode(loaded: Loaded, text: str) -> list[int]:
+    """Token ids of `text` (an empty text starts a new document: the bos or eos token)."""
+    ids = loaded.tokenizer(text).input_ids
+    return ids or [loaded.tokenizer.bos_token_id or loaded.tokenizer.eos_token_id]
+
+
+def check_room(loaded: Loaded, ids: list[int], max_tokens: int, param: str) -> None:
+    """400 when the prompt and the tokens asked for do not fit the model's context."""
+    if len(ids) + max_tokens > loaded.context_length:
+        raise APIError(400, f"This model's maximum context length is {loaded.context_length} tokens, however you "
+                            f"requested {len(ids) + max_tokens} tokens ({len(ids)} in your prompt; {max_tokens} for "
+                            "the completion). Please reduce your prompt or completion length.",
+                       param=param, code="context_length_exceeded")
+
+
+def sampling(loaded: Loaded, request, k: int | None) -> dict:
+    """`engine.generate`'s sampling arguments for a request; a seeded generator makes sampling repeatable."""
+    seed = request.seed if request.seed is not None else secrets.randbits(63)
+    return {"temperature": 1.0 if request.temperature is None else request.temperature,
+            "top_p": 1.0 if request.top_p is None else request.top_p, "k": k or 0,
+            "generator": torch.Generator(loaded.model.device).manual_seed(seed)}
+
+
+def prompts_of(loaded: Loaded, prompt) -> list[tuple[str, list[int]]]:
+    """A completions ``prompt`` (text, texts, token ids or lists of them) as (text, token ids) pairs."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt:
+        raise APIError(400, "prompt is empty: give a string, a list of strings or a list of token ids", param="prompt")
+    if isinstance(prompt[0], int):
+        prompt = [prompt]
+    if isinstance(prompt[0], str):
+        return [(text, encode(loaded, text)) for text in prompt]
+    vocabulary = len(loaded.tokenizer)
+    for ids in prompt:
+        if not ids or not all(0 <= i < vocabulary for i in ids):
+            raise APIError(400, f"prompt: token ids must be in 0..{vocabulary - 1} and lists non-empty", param="prompt")
+    return [(loaded.tokenizer.decode(ids), list(ids)) for ids in prompt]
+
+
+def completion_logprobs(tokens, start: int) -> dict:
+    """The completions endpoint's ``logprobs``: tokens, their logprobs, the top-k of each, text offsets."""
+    offsets, at = [], start
+    for token in tokens:
+        offsets.append(at)
+        at += len(token.text)
+    return {"tokens": [t.text for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in tokens], "text_offset": offsets}
+
+
+def chat_logprobs(tokens) -> dict:
+    """The chat endpoint's ``logprobs``: one entry per token, with its UTF-8 bytes and top alternatives."""
+    def entry(text: str, logprob: float) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {"content": [{**entry(t.text, t.logprob), "top_logprobs": [entry(s, v) for s, v in t.top]} for t in tokens],
+            "refusal": None}
+
+
+def usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def sse(events) -> StreamingResponse:
+    """Server-sent events as OpenAI streams them, ending with ``[DONE]``; an error mid-stream is sent as an event."""
+    def lines():
+        try:
+            for event in events:
+                yield f"data: {json.dumps(event)}\n\n"
+        except Exception as error:  # the status line is already sent: report the error in the stream
+            traceback.print_exc()
+            yield f"data: {json.dumps(APIError(500, f'{type(error).__name__}: {error}').body())}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+def complete(loaded: Loaded, request: CompletionRequest):
+    """Answer ``/v1/completions``: every prompt, `n` choices each, as one response or a stream."""
+    prompts = prompts_of(loaded, request.prompt)
+    n, max_tokens, k = request.n or 1, 16 if request.max_tokens is None else request.max_tokens, request.logprobs
+    if len(prompts) * n > MAX_PROMPTS:
+        raise APIError(400, f"at most {MAX_PROMPTS} completions per request (prompts x n)", param="prompt")
+    for _, ids in prompts:
+        check_room(loaded, ids, max_tokens, "max_tokens")
+    options = sampling(loaded, request, k)
+    created, cid = int(time.time()), new_id("cmpl")
+    prompt_count = sum(len(ids) for _, ids in prompts)
+
+    def choices():
+        for p, (text, ids) in enumerate(prompts):
+            for j in range(n):
+                echoed = prompt_tokens(loaded, ids, k) if request.echo and k is not None else []
+                yield p * n + j, text, echoed, choice_pieces(loaded, ids, request.stop, max_tokens, **options)
+
+    def chunk(index, text, tokens, start, finish_reason):
+        logprobs = completion_logprobs(tokens, start) if k is not None else None
+        return {"id": cid, "object": "text_completion", "created": created, "model": request.model,
+                "system_fingerprint": FINGERPRINT,
+                "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
+
+    if request.stream:
+        def events():
+            generated = 0
+            for index, prompt, echoed, pieces in choices():
+                at = 0 if request.echo else len(prompt)
+                if request.echo:
+                    yield chunk(index, prompt, echoed, 0, None)
+                    at = len(prompt)
+                for piece in pieces:
+                    generated += len(piece.tokens)
+                    yield chunk(index, piece.text, piece.tokens, at, piece.finish_reason)
+                    at += len(piece.text)
+            if request.stream_options and request.stream_options.include_usage:
+                yield {"id": cid, "object": "text_completion", "created": created, "model": request.model,
+                       "choices": [], "usage": usage(prompt_count, generated)}
+
+        return sse(events())
+    result, generated = [], 0
+    for index, prompt, echoed, pieces in choices():
+        pieces = list(pieces)
+        tokens = [token for piece in pieces for token in piece.tokens]
+        generated += len(tokens)
+        text = "".join(piece.text for piece in pieces)
+        one = chunk(index, (prompt if request.echo else "") + text, echoed + tokens,
+                    0 if request.echo else len(prompt), pieces[-1].finish_reason)
+        result += one["choices"]
+    return {**one, "choices": result, "usage": usage(prompt_count, generated)}
+
+
+def chat(loaded: Loaded, request: ChatRequest):
+    """Answer ``/v1/chat/completions``: the messages rendered with the model's chat template
+    (or plain ``User:``/``Assistant:`` lines), `n` replies, as one response or a stream."""
+    if request.top_logprobs is not None and not request.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
+    ids = encode(loaded, chat_prompt(messages, loaded.tokenizer))
+    plain = not getattr(loaded.tokenizer, "chat_template", None)
+    stops = tuple(request.stop) + (PLAIN_CHAT_STOPS if plain else ())
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    check_room(loaded, ids, max_tokens or 1, "messages")
+    max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
+    k = (request.top_logprobs or 0) if request.logprobs else None
+    options, n = sampling(loaded, request, k), request.n or 1
+    created, cid = int(time.time()), new_id("chatcmpl")
+
+    def reply():
+        """(text, tokens, finish_reason) pieces; a plain-template reply loses its leading space."""
+        started = not plain
+        for piece in choice_pieces(loaded, ids, stops, max_tokens, **options):
+            text = piece.text if started else piece.text.lstrip()
+            started = started or bool(text)
+            yield text, piece.tokens, piece.finish_reason
+
+    def base(choices):
+        return {"id": cid, "created": created, "model": request.model, "system_fingerprint": FINGERPRINT,
+                "choices": choices}
+
+    if request.stream:
+        def events():
+            generated = 0
+            for index in range(n):
+                yield {**base([{"index": index, "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None, "finish_reason": None}]), "object": "chat.completion.chunk"}
+                for text, tokens, finish_reason in reply():
+                    generated += len(tokens)
+                    delta = {"content": text} if text or not finish_reason else {}
+                    logprobs = chat_logprobs(tokens) if k is not None else None
+                    yield {**base([{"index": index, "delta": delta, "logprobs": logprobs,
+                                    "finish_reason": finish_reason}]), "object": "chat.completion.chunk"}
+            if request.stream_options and request.stream_options.include_usage:
+                yield {**base([]), "object": "chat.completion.chunk", "usage": usage(len(ids), generated)}
+
+        return sse(events())
+    choices, generated = [], 0
+    for index in range(n):
+        pieces = list(reply())
+        tokens = [token for _, piece_tokens, _ in pieces for token in piece_tokens]
+        generated += len(tokens)
+        choices.append({"index": index, "finish_reason": pieces[-1][2],
+                        "message": {"role": "assistant", "content": "".join(text for text, _, _ in pieces),
+                                    "refusal": None},
+                        "logprobs": chat_logprobs(tokens) if k is not None else None})
+    return {**base(choices), "object": "chat.completion", "usage": usage(len(ids), generated)}

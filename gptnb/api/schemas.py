@@ -1,0 +1,179 @@
+"""The request bodies the server accepts, checked by pydantic, and its OpenAI-shaped errors.
+
+An argument the server does not know is refused (400), as OpenAI refuses it,
+rather than silently ignored; OpenAI arguments this server does not implement are
+accepted only at their neutral default.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Union
+
+from fastapi import HTTPException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_N = 16  # choices per prompt
+MAX_PROMPTS = 64  # prompts per completions request
+DEFAULT_CHAT_MAX_TOKENS = 256
+
+
+class APIError(HTTPException):
+    """An error the client sees as ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(status_code=status, detail=message)
+        self.param, self.code = param, code
+
+    def body(self) -> dict:
+        kind = "server_error" if self.status_code >= 500 else "invalid_request_error"
+        return {"error": {"message": self.detail, "type": kind, "param": self.param, "code": self.code}}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class Unsupported(Strict):
+    """OpenAI arguments accepted only at their neutral value."""
+
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None  # an end-user id; nothing to do locally
+
+    @field_validator("presence_penalty", "frequency_penalty", "logit_bias")
+    @classmethod
+    def _neutral(cls, value, info):
+        if value:
+            raise ValueError(f"{info.field_name} is not supported by gptnb's local server; leave it out")
+        return value
+
+
+class Sampling(Unsupported):
+    model: str = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=MAX_N)
+    stop: str | list[str] | None = Field(None, validate_default=True)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop):
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes up to 4 non-empty strings")
+        return stops
+
+
+TokenIds = list[int]
+
+
+class CompletionRequest(Sampling):
+    prompt: Union[str, list[str], TokenIds, list[TokenIds]]
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, prompt):
+        def ids(value):
+            return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+        if isinstance(prompt, str) or (isinstance(prompt, list) and (
+                all(isinstance(p, str) for p in prompt) or ids(prompt) or all(ids(p) for p in prompt))):
+            return prompt
+        raise ValueError("prompt must be a string, a list of strings, a list of token ids or a list of such lists")
+    max_tokens: int | None = Field(16, ge=0)
+    echo: bool | None = False
+    logprobs: int | None = Field(None, ge=0, le=5)
+    best_of: Literal[1] | None = None
+    suffix: None = None
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class Message(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, content):
+        if isinstance(content, list):
+            kinds = {part.get("type") if isinstance(part, dict) else type(part).__name__ for part in content}
+            if kinds - {"text"}:
+                raise ValueError(f"only text content parts are supported here, not {', '.join(map(str, kinds - {'text'}))}")
+        elif not isinstance(content, str):
+            raise ValueError("content must be a string or a list of text parts")
+        return content
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+
+
+Auto = Literal["auto"]
+
+
+class Hyperparameters(Strict):
+    n_epochs: Auto | int | None = None
+    batch_size: Auto | int | None = None
+    learning_rate_multiplier: Auto | float | None = None
+
+    RANGES: ClassVar[dict] = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (1e-3, 100)}
+
+    @field_validator("n_epochs", "batch_size", "learning_rate_multiplier", mode="before")
+    @classmethod
+    def _auto_or_in_range(cls, value, info):
+        low, high = cls.RANGES[info.field_name]
+        whole = info.field_name != "learning_rate_multiplier"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and (not whole or value == int(value))
+        if value is None or value == "auto" or (number and low <= value <= high):
+            return value
+        raise ValueError(f"must be 'auto' or {'an integer' if whole else 'a number'} from {low} to {high}, not {value!r}")
+
+
+class Supervised(Strict):
+    hyperparameters: Hyperparameters = Hyperparameters()
+
+
+class Method(Strict):
+    type: Literal["supervised"]
+    supervised: Supervised | None = None
+
+
+class JobRequest(Strict):
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[dict] | None = Field(None, max_length=0)
+
+    def hyperparameters_given(self) -> dict:
+        """The hyperparameters from ``method.supervised`` (current API) or the top level (older API)."""
+        if self.method and self.method.supervised and self.hyperparameters:
+            raise APIError(400, "give hyperparameters in method.supervised or at the top level, not both",
+                           param="hyperparameters")
+        chosen = self.method.supervised.hyperparameters if self.method and self.method.supervised else self.hyperparameters
+        return (chosen or Hyperparameters()).model_dump()

@@ -1,0 +1,187 @@
+"""Few-shot prompts and classification by label scoring: build a prompt, score each label, calibrate.
+
+Label scoring asks the model how likely each label continuation is after the
+prompt (the sum of its tokens' log-probabilities) instead of letting it generate
+free text: one forward pass per prompt, and the answer is always a valid label.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+import torch
+from transformers import DynamicCache
+
+# Zhao et al. (2021), "Calibrate Before Use": inputs that carry no sentiment at all.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+@dataclass(frozen=True)
+class FewShotPrompt:
+    """A plain-text few-shot prompt: an instruction, k solved examples, then the query.
+
+    `template` renders one example; it must end with ``{label}`` so that the query,
+    rendered with an empty label, ends exactly where the label word would start.
+    """
+
+    instruction: str = ""
+    template: str = "Tweet: {text}\nSentiment:{label}"
+    label_words: tuple[str, ...] = (" negative", " positive")
+    separator: str = "\n\n"
+
+    def __post_init__(self):
+        if not self.template.endswith("{label}") or "{text}" not in self.template:
+            raise ValueError(
+                f"template {self.template!r} must contain {{text}} and end with {{label}}, "
+                "e.g. 'Review: {text}\\nSentiment:{label}'"
+            )
+
+    def render(self, query: str, examples: Sequence[tuple[str, int]] = ()) -> str:
+        """The prompt text for `query` after `examples` given as (text, label index) pairs."""
+        blocks = [self.instruction] if self.instruction else []
+        blocks += [self.template.format(text=text, label=self.label_words[label]) for text, label in examples]
+        blocks.append(self.template.format(text=query, label=""))
+        return self.separator.join(blocks)
+
+
+def sample_examples(frame: pd.DataFrame, k: int, seed: int) -> list[tuple[str, int]]:
+    """`k` random (text, label) examples from a frame with columns text and label, in random order."""
+    if k > len(frame):
+        raise ValueError(f"cannot draw {k} examples from {len(frame)} rows; use a smaller k or more training data")
+    rows = frame.sample(n=k, random_state=seed)
+    return list(zip(rows["text"], rows["label"].astype(int)))
+
+
+def parse_label(generated: str, label_names: Sequence[str]) -> int | None:
+    """The generate-and-parse way: the index of the first label name found as a word in
+    `generated` (any case), or None when the model wrote none of them."""
+    found = re.search(r"\b(" + "|".join(map(re.escape, label_names)) + r")\b", generated, re.IGNORECASE)
+    return None if found is None else [name.lower() for name in label_names].index(found.group(1).lower())
+
+
+def _label_ids(tokenizer, prompts: list[str], prompt_ids: list[list[int]], labels: list[str]) -> list[list[list[int]]]:
+    """The token ids of each label as it follows each prompt.
+
+    Taken from tokenizing prompt + label together, so the label's tokens are
+    exactly those of the full text; if the prompt's own tokens are not a prefix
+    of that (a merge across the boundary), the label is tokenized on its own.
+    """
+    joined = tokenizer([p + label for p in prompts for label in labels])["input_ids"]
+    alone = [tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
+    result = []
+    for i, ids in enumerate(prompt_ids):
+        row = []
+        for j in range(len(labels)):
+            full = joined[i * len(labels) + j]
+            row.append(full[len(ids):] if full[: len(ids)] == ids and len(full) > len(ids) else alone[j])
+        result.append(row)
+    for j, label in enumerate(labels):
+        if not alone[j]:
+            raise ValueError(f"label {label!r} has no tokens; give each label as the text that follows the prompt, e.g. ' positive'")
+    return result
+
+
+def _cache_argument(model) -> str:
+    """The forward argument that takes a key/value cache: ``cache`` in newer transformers, else ``past_key_values``."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model wraps it
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _shared_prefix(sequences: list[list[int]]) -> int:
+    """How many leading tokens all sequences share, leaving each at least one token of its own."""
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def label_logprobs(model, tokenizer, prompts: list[str], labels: list[str], batch_size: int = 16) -> torch.Tensor:
+    """(n_prompts, n_labels) summed log-probabilities of each label continuation after each prompt.
+
+    `labels` are the continuations exactly as they follow the prompt (e.g. " negative");
+    a multi-token label sums over its tokens. The tokens every prompt shares (the
+    instruction and examples of a few-shot prompt) run through the model once and
+    their key/value cache is reused; the rest runs in right-padded batches with an
+    attention mask. Works for GPT-2, GPT-Neo and Llama models.
+    """
+    prompts, labels = list(prompts), list(labels)
+    if not prompts or not labels:
+        raise ValueError("label_logprobs needs at least one prompt and one label")
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise ValueError(f"prompt {i} has no tokens; every prompt needs some text before the label")
+    label_ids = _label_ids(tokenizer, prompts, prompt_ids, labels)
+    device = model.device
+    shared = _shared_prefix(prompt_ids)
+
+    prefix_cache = None
+    if shared:
+        prefix_cache = DynamicCache()
+        model(input_ids=torch.tensor([prompt_ids[0][:shared]], device=device), use_cache=True,
+              **{_cache_argument(model): prefix_cache})
+
+    # Every (prompt, label) pair needs the logits that predict the label's tokens: the
+    # model reads the prompt's own tokens plus all but the last label token. Pairs that
+    # read the same tokens (all single-token labels of one prompt) share one row.
+    rows: dict[tuple[int, ...], int] = {}
+    readers: list[list[tuple[int, list[int]]]] = []  # per row: (pair index, the label's token ids)
+    for i, ids in enumerate(prompt_ids):
+        for j, targets in enumerate(label_ids[i]):
+            row = rows.setdefault(tuple(ids[shared:] + targets[:-1]), len(rows))
+            if row == len(readers):
+                readers.append([])
+            readers[row].append((i * len(labels) + j, targets))
+    sequences = list(rows)
+
+    scores = torch.empty(len(prompts) * len(labels), device=device)
+    order = sorted(range(len(sequences)), key=lambda r: len(sequences[r]))  # similar lengths, less padding
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        lengths = [len(sequences[r]) for r in batch]
+        width = max(lengths)
+        # Right padding keeps every row's tokens right after the shared prefix, so their
+        # positions (shared, shared + 1, ...) are the true ones; pads come last and no real
+        # token attends to them. (Left padding would shift GPT-Neo's local attention window.)
+        ids = torch.tensor([list(sequences[r]) + [pad] * (width - n) for r, n in zip(batch, lengths)], device=device)
+        own = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=device)
+        mask = torch.cat([torch.ones(len(batch), shared, dtype=own.dtype, device=device), own], dim=1)
+        cached = {"use_cache": False}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(batch))
+            cached = {_cache_argument(model): cache, "use_cache": True}
+        first = min(n - len(targets) for r, n in zip(batch, lengths) for _, targets in readers[r])
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.arange(first, width, device=device),
+                       **cached).logits
+        for k, (r, n) in enumerate(zip(batch, lengths)):
+            for pair, targets in readers[r]:
+                predicting = logits[k, n - len(targets) - first:n - first].float().log_softmax(-1)  # label positions
+                scores[pair] = predicting.gather(-1, torch.tensor(targets, device=device)[:, None]).sum()
+    return scores.view(len(prompts), len(labels)).cpu()
+
+
+def content_free_prior(content_free_scores: torch.Tensor) -> torch.Tensor:
+    """log p_cf: the model's average label distribution on content-free inputs (rows), in log space."""
+    return content_free_scores.log_softmax(-1).exp().mean(0).log()
+
+
+def calibrate(scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration: each label's probability divided by its content-free prior (log space)."""
+    return scores.log_softmax(-1) - prior
+
+
+def predict_labels(model, tokenizer, prompts: list[str], labels: list[str], batch_size: int = 16,
+                   calibration: torch.Tensor | None = None) -> list[int]:
+    """The index of the most likely label for each prompt; `calibration` is a `content_free_prior`."""
+    scores = label_logprobs(model, tokenizer, prompts, labels, batch_size=batch_size)
+    if calibration is not None:
+        scores = calibrate(scores, calibration)
+    return scores.argmax(-1).tolist()

@@ -1,0 +1,276 @@
+"""gptnb.finetune and `gptnb finetune`: masking, formats, training, LoRA, the CLI's errors and outputs."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import gptnb
+from gptnb import finetune as ft
+from gptnb.cli import main
+from gptnb.data import load_tweets
+
+LABELS = ("negative", "positive")
+PAIRS = [
+    ("Tweet: I love this so much\nSentiment:", " positive"),
+    ("Tweet: worst day ever, everything broke\nSentiment:", " negative"),
+    ("Tweet: ok\nSentiment:", " positive"),
+]
+
+
+@pytest.fixture
+def fresh_tiny():
+    """A tiny GPT-2 of its own (training changes the weights, so the shared fixture is not used)."""
+    return gptnb.load_model("tiny-gpt2", device="cpu", training=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return gptnb.load_tokenizer("tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_tweets("sample", n_train=48, n_val=16, n_test=16, verbose=False)
+
+
+def test_collator_masks_padding_and_prompt(tokenizer):
+    examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
+    batch = ft.CompletionCollator(tokenizer.pad_token_id, "completion")(examples)
+    width = batch["input_ids"].shape[1]
+    keep = batch["logits_to_keep"]
+    for row, example in enumerate(examples):
+        n, prompt = len(example["input_ids"]), example["prompt_length"]
+        assert batch["attention_mask"][row].tolist() == [0] * (width - n) + [1] * n  # left padding
+        assert batch["input_ids"][row, width - n:].tolist() == example["input_ids"]
+        full_labels = [-100] * (width - n) + [-100] * prompt + example["input_ids"][prompt:]
+        assert batch["labels"][row].tolist() == full_labels[width - keep:]
+        assert batch["labels"][row, -1].item() == tokenizer.eos_token_id  # kept, though pad == eos
+    assert keep < width  # the output layer runs on the label columns only
+
+
+def test_collator_whole_sequence_masks_only_padding(tokenizer):
+    examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
+    batch = ft.CompletionCollator(tokenizer.pad_token_id, "all")(examples)
+    width = batch["input_ids"].shape[1]
+    assert batch["logits_to_keep"] == width
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        # every real token except the first (nothing predicts it) is a label; padding never is
+        assert batch["labels"][row].tolist() == [-100] * (width - n + 1) + example["input_ids"][1:]
+
+
+@pytest.mark.parametrize("loss_on", ft.LOSS_ON)
+def test_batched_loss_equals_loss_of_each_example_alone(tiny_gpt2, tokenizer, loss_on):
+    """Padding, position ids and the kept logits change nothing: the batch's loss is the unpadded one."""
+    model, _ = tiny_gpt2
+    examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
+    with torch.no_grad():
+        batched = model(**ft.CompletionCollator(tokenizer.pad_token_id, loss_on)(examples)).loss
+        total = count = 0
+        for example in examples:
+            ids = torch.tensor(example["input_ids"])
+            targets = ids[1:].clone()
+            if loss_on == "completion":
+                targets[: example["prompt_length"] - 1] = -100
+            logits = model(input_ids=ids[None]).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+            count += int((targets != -100).sum())
+    assert batched.item() == pytest.approx(total / count, rel=1e-4)
+
+
+def test_length_grouped_batches_have_similar_lengths(tokenizer, sample):
+    examples = ft.encode_pairs(tokenizer, ft.tweet_pairs(sample.train, sample.labels), 64)
+    ordered = ft.length_grouped(examples, batch_size=8, seed=1)
+    assert sorted(map(id, ordered)) == sorted(map(id, examples))
+    batches = [ordered[i:i + 8] for i in range(0, len(ordered), 8)]
+    ranges = [(min(len(e["input_ids"]) for e in b), max(len(e["input_ids"]) for e in b)) for b in batches]
+    assert all(high <= low_next or low >= high_next for (low, high), (low_next, high_next)
+               in [(a, b) for a in ranges for b in ranges if a is not b])  # batches do not overlap in length
+    assert ranges != sorted(ranges)  # and come in a shuffled order
+
+
+def test_truncation_keeps_the_completion(tokenizer):
+    long_prompt = "Tweet: " + "very " * 100 + "good\nSentiment:"
+    [example] = ft.encode_pairs(tokenizer, [(long_prompt, " positive")], max_length=16)
+    assert len(example["input_ids"]) == 16
+    assert tokenizer.decode(example["input_ids"][example["prompt_length"]:]) == " positive<|endoftext|>"
+    assert tokenizer.decode(example["input_ids"][:example["prompt_length"]]).endswith("good\nSentiment:")
+
+
+def test_training_and_testing_use_one_format(monkeypatch, fresh_tiny, sample):
+    """`classify` scores exactly the prompts and completions `tweet_pairs` trains on."""
+    model, tokenizer = fresh_tiny
+    seen = {}
+
+    def fake_label_logprobs(model, tokenizer, prompts, labels, batch_size=16):
+        seen.update(prompts=prompts, labels=labels)
+        return torch.zeros(len(prompts), len(labels))
+
+    monkeypatch.setattr(ft, "label_logprobs", fake_label_logprobs)
+    ft.classify(model, tokenizer, sample.test["text"].tolist(), sample.labels)
+    pairs = ft.tweet_pairs(sample.test, sample.labels)
+    assert seen["prompts"] == [prompt for prompt, _ in pairs]
+    assert {completion for _, completion in pairs} <= set(seen["labels"])
+    assert [seen["labels"].index(completion) for _, completion in pairs] == sample.test["label"].tolist()
+
+
+def _loss(model, tokenizer, pairs) -> float:
+    batch = ft.CompletionCollator(tokenizer.pad_token_id)(ft.encode_pairs(tokenizer, pairs, 64))
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_a_few_steps_lower_the_loss_and_report(fresh_tiny, sample):
+    model, tokenizer = fresh_tiny
+    pairs = ft.tweet_pairs(sample.train, sample.labels)
+    before = _loss(model, tokenizer, pairs)
+    seen = []
+    result = ft.finetune(model, tokenizer, pairs, pairs[:16], epochs=2, batch_size=16, learning_rate=1e-3,
+                         progress=False, on_step=seen.append, logging_steps=1)
+    assert _loss(result.model, tokenizer, pairs) < before - 0.5
+    assert [entry["step"] for entry in seen if "loss" in entry] == [1, 2, 3, 4, 5, 6]
+    assert sum("eval_loss" in entry for entry in seen) == 2  # one evaluation per epoch
+    assert result.trainable_params == result.total_params > 0
+    assert result.tokens_per_second > 0 and result.train_seconds > 0 and result.peak_memory_gib > 0
+    assert 0 <= result.padding_share < 0.10
+    assert result.best_eval_loss == min(entry["eval_loss"] for entry in seen if "eval_loss" in entry)
+    assert result.model.lm_head.weight is result.model.transformer.wte.weight  # still tied after loading the best
+    assert not result.model.training
+
+
+def test_should_stop_ends_training(fresh_tiny):
+    model, tokenizer = fresh_tiny
+    result = ft.finetune(model, tokenizer, PAIRS * 10, epochs=3, batch_size=2, progress=False,
+                         should_stop=lambda: True)
+    assert result.stopped and result.details["steps"] == 1
+
+
+def test_bad_arguments_are_refused(fresh_tiny):
+    model, tokenizer = fresh_tiny
+    with pytest.raises(ValueError, match="loss_on"):
+        ft.finetune(model, tokenizer, PAIRS, loss_on="prompt")
+    with pytest.raises(ValueError, match="at least one"):
+        ft.finetune(model, tokenizer, [])
+
+
+def test_lora_wraps_trains_saves_and_loads(fresh_tiny, tmp_path):
+    model, tokenizer = fresh_tiny
+    result = ft.finetune(model, tokenizer, PAIRS * 4, epochs=1, batch_size=4, learning_rate=1e-2, lora_rank=4,
+                         progress=False)
+    trainable = {name for name, p in result.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    assert result.trainable_params < result.total_params / 20
+    batch = ft.CompletionCollator(tokenizer.pad_token_id)(ft.encode_pairs(tokenizer, PAIRS, 64))
+    batch.pop("labels")
+    with torch.no_grad():
+        expected = result.model(**batch).logits
+    ft.save_finetuned(result.model, tokenizer, tmp_path / "adapter", merge=False)
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size < 1_000_000  # the adapter only
+    reloaded, _ = ft.load_finetuned(tmp_path / "adapter", device="cpu")
+    ft.save_finetuned(result.model, tokenizer, tmp_path / "merged")
+    merged, _ = ft.load_finetuned(tmp_path / "merged", device="cpu")
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_fit_embeddings_grows_only_when_tokens_were_added(fresh_tiny):
+    model, tokenizer = fresh_tiny
+    assert not ft.fit_embeddings(model, tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|label|>"]})
+    assert ft.fit_embeddings(model, tokenizer)
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+
+
+def test_generate_labels_gives_label_indices_or_minus_one(tiny_gpt2, sample):
+    model, tokenizer = tiny_gpt2
+    predicted = ft.generate_labels(model, tokenizer, sample.test["text"].tolist()[:5], sample.labels, batch_size=2)
+    assert len(predicted) == 5 and set(predicted) <= {-1, 0, 1}
+
+
+def test_metrics_and_worst_mistakes():
+    metrics = ft.classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], LABELS)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["per_class"]["negative"]["recall"] == 0.5 and metrics["per_class"]["positive"]["precision"] == 2 / 3
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 1, 1], "label_name": ["negative", "positive", "positive"]})
+    probabilities = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05]])
+    table = ft.worst_mistakes(frame, probabilities, LABELS)
+    assert table["text"].tolist() == ["c", "b"] and table["predicted"].tolist() == ["negative", "negative"]
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def _cli(tmp_path, *extra, data=None, out="run"):
+    data = data or str(gptnb.paths.data_dir() / "tweets_sample.csv")
+    return main(["finetune", "--profile", "tiny", "--data", data, "--out", str(tmp_path / out), "--quiet",
+                 "--max-examples", "32", "--n-val", "8", "--n-test", "16", "--epochs", "1", *extra])
+
+
+def _leftovers(tmp_path):
+    return [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_writes_model_and_metrics(tmp_path, capsys):
+    assert _cli(tmp_path) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "train_seconds", "tokens_per_second", "peak_memory_gib", "trainable_params"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert set(metrics["per_class"]) == {"negative", "positive"}
+    assert sum(row["support"] for row in metrics["per_class"].values()) == metrics["n_test"] == 16
+    assert "tweets_sample.csv" in metrics["data"] and metrics["n_train"] == 32
+    assert json.loads((tmp_path / "run" / "log_history.json").read_text())
+    model, _ = ft.load_finetuned(tmp_path / "run", device="cpu")
+    assert model.config.model_type == "gpt2"
+    assert "macro-F1" in capsys.readouterr().out and not _leftovers(tmp_path)
+
+    # A finished run is never overwritten by accident; --overwrite replaces it.
+    assert _cli(tmp_path) == 2
+    assert "already exists (a finished run)" in capsys.readouterr().err
+    assert _cli(tmp_path, "--overwrite", "--lora", "2") == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["lora_rank"] == 2
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the file is empty"),
+    ("text,stars\nhello,5\n", ":1: header 'text,stars' has a text column but no label column"),
+    ("text,label\nhello,positive\nbye,angry\n", ":3: field 'label': unknown label 'angry'"),
+])
+def test_cli_bad_csv_gives_one_clear_line(tmp_path, capsys, content, message):
+    path = tmp_path / "tweets.csv"
+    path.write_text(content)
+    assert _cli(tmp_path, data=str(path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gptnb finetune: error: ") and message in err and "Traceback" not in err
+    assert str(path) in err and not (tmp_path / "run").exists()
+
+
+def test_cli_other_bad_inputs(tmp_path, capsys):
+    assert _cli(tmp_path, data=str(tmp_path / "missing.csv")) == 2
+    assert "no such file" in capsys.readouterr().err
+    small = tmp_path / "small.csv"
+    small.write_text("text,label\n" + "".join(f"tweet {i},{i % 2}\n" for i in range(10)))
+    assert _cli(tmp_path, data=str(small)) == 2
+    assert "--n-test" in capsys.readouterr().err
+    assert _cli(tmp_path, "--lr", "-1") == 2
+    assert "--lr must be positive" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert _cli(tmp_path, out="file") == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_cli_crash_leaves_no_output_dir(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "save_finetuned", interrupted)
+    assert _cli(tmp_path) == 130
+    assert "nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not _leftovers(tmp_path)
+
