@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import tempfile
 import time
 
@@ -85,14 +86,15 @@ def main() -> None:
     parser.add_argument("--profile", default="tiny", help="the profile whose batch size, lr and max_length gptnb uses")
     parser.add_argument("--n-train", type=int, default=160)
     parser.add_argument("--n-test", type=int, default=40)
-    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--epochs", type=float, default=1)
     args = parser.parse_args()
     profile = gptnb.get_profile(args.profile)
     splits = load_tweets(args.data, n_train=args.n_train, n_val=8, n_test=args.n_test, profile=profile.name)
     torch.manual_seed(0)
 
     model, tokenizer = gptnb.load_model(args.model, profile=profile.name, training=True)
-    print(f"model: {gptnb.describe_model(model)}; {args.epochs} epochs, lr {profile.learning_rate}")
+    print(f"model: {gptnb.describe_model(model)}; {args.epochs} epochs, lr {profile.learning_rate}; "
+          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
     seed = seed_train(model, tokenizer, splits.train, args.epochs, profile.learning_rate)
     seed_predictions, seed_eval = seed_evaluate(seed["model"], seed["tokenizer"], splits.test, splits.labels)
     del model, seed["model"]

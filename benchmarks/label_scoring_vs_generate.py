@@ -9,7 +9,7 @@ batches, shows how much of the gap is the 512-token budget alone.
 Same model, same prompts, same process; prints seconds, the time ratio and how
 often the answers agree. Example:
 
-    python benchmarks/label_scoring_vs_generate.py               # cpu profile, 8 tweets: about 5 min on 2 cores
+    python benchmarks/label_scoring_vs_generate.py               # cpu profile, 4 tweets: a few minutes on 2 cores
     python benchmarks/label_scoring_vs_generate.py --n 40 --shots 4 --model smollm2-135m
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu", help="gptnb profile for the model name and data (default: cpu)")
     parser.add_argument("--model", default=None, help="model name (default: the profile's prompting model)")
-    parser.add_argument("--n", type=int, default=8, help="test tweets to classify (default: 8)")
+    parser.add_argument("--n", type=int, default=4, help="test tweets to classify (default: 4)")
     parser.add_argument("--shots", type=int, default=2, help="examples in each prompt (default: 2)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)

@@ -187,8 +187,12 @@ class PeakMemory:
 
 
 def save_finetuned(model, tokenizer, path: str | Path, merge: bool = True) -> Path:
-    """Save a fine-tuned model with its tokenizer; a LoRA model is merged into full weights unless ``merge=False``
-    (then only the small adapter is written, and `load_finetuned` needs its base model where it was)."""
+    """Save a fine-tuned model with its tokenizer.
+
+    A LoRA model is merged into full weights (in place: `model` keeps no adapters afterwards)
+    unless ``merge=False``; then only the small adapter is written, and `load_finetuned` needs
+    its base model where it was.
+    """
     path = Path(path)
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -224,7 +228,7 @@ class FinetuneResult:
     model: object
     tokenizer: object
     log_history: list[dict]  # the Trainer's log: dicts with step, epoch and loss or eval_loss
-    train_seconds: float
+    train_seconds: float  # wall time of `Trainer.train()` without its evaluations
     tokens_per_second: float  # real (non-padding) tokens trained on per second
     trainable_params: int
     total_params: int
@@ -361,7 +365,8 @@ def finetune(
         started = time.perf_counter()
         with PeakMemory(device) as peak:
             trainer.train()
-        seconds = time.perf_counter() - started
+        evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
+        seconds = time.perf_counter() - started - evaluating
         share = padding_share(trainer.get_train_dataloader())
     model, state = trainer.model.eval(), trainer.state
     del trainer

@@ -243,8 +243,8 @@ def test_fine_tuning_job_lifecycle(client):
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=train.id, validation_file=val.id, suffix="unit", seed=1,
         method={"type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": 8, "batch_size": 6, "learning_rate_multiplier": 20}}})
-    assert job.status == "queued" and job.hyperparameters.n_epochs == 8
+                "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 6, "learning_rate_multiplier": 20}}})
+    assert job.status == "queued" and job.hyperparameters.n_epochs == 20
     assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
     job = wait(client, job.id)
     assert job.status == "succeeded", job.error
@@ -258,7 +258,7 @@ def test_fine_tuning_job_lifecycle(client):
     positions = [next(i for i, m in enumerate(messages) if key in m) for key in order]
     assert positions == sorted(positions), messages
     losses = [e.data["train_loss"] for e in events if e.type == "metrics" and "train_loss" in e.data]
-    assert len(losses) == 8 and losses[-1] < losses[0], "the loss falls"
+    assert len(losses) == 20 and losses[-1] < losses[0], "the loss falls"
     assert any("full_valid_loss" in (e.data or {}) for e in events)
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
@@ -267,10 +267,14 @@ def test_fine_tuning_job_lifecycle(client):
     served = [model.id for model in client.models.list()]
     assert job.fine_tuned_model in served and checkpoints[0].fine_tuned_model_checkpoint in served
 
-    prompt = "Tweet: something new\nSentiment:"
-    answers = {name: client.completions.create(model=name, prompt=prompt, max_tokens=1, temperature=0).choices[0].text
-               for name in (MODEL, job.fine_tuned_model, checkpoints[0].fine_tuned_model_checkpoint)}
-    assert answers[job.fine_tuned_model] == " positive" != answers[MODEL], "training changed the model"
+    def label_logprob(model):  # echo scores the prompt: the log-probability of " positive" after "Sentiment:"
+        reply = client.completions.create(model=model, prompt="Tweet: something new\nSentiment: positive",
+                                          max_tokens=0, echo=True, logprobs=0)
+        return reply.choices[0].logprobs.token_logprobs[-1]
+
+    tuned, base = label_logprob(job.fine_tuned_model), label_logprob(MODEL)
+    assert tuned > base + 1.0, f"training made the label more likely ({base:.2f} -> {tuned:.2f})"
+    assert label_logprob(checkpoints[0].fine_tuned_model_checkpoint) > base + 1.0, "a checkpoint is a trained model too"
     chat = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "Tweet: x"}],
                                           max_tokens=2, temperature=0)
     assert chat.choices[0].message.content

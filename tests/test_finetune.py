@@ -62,10 +62,11 @@ def test_collator_whole_sequence_masks_only_padding(tokenizer):
         assert batch["labels"][row].tolist() == [-100] * (width - n + 1) + example["input_ids"][1:]
 
 
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-gpt-neo"])
 @pytest.mark.parametrize("loss_on", ft.LOSS_ON)
-def test_batched_loss_equals_loss_of_each_example_alone(tiny_gpt2, tokenizer, loss_on):
+def test_batched_loss_equals_loss_of_each_example_alone(tokenizer, name, loss_on):
     """Padding, position ids and the kept logits change nothing: the batch's loss is the unpadded one."""
-    model, _ = tiny_gpt2
+    model, _ = gptnb.load_model(name, device="cpu")
     examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
     with torch.no_grad():
         batched = model(**ft.CompletionCollator(tokenizer.pad_token_id, loss_on)(examples)).loss
