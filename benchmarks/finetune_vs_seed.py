@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--data", default="sample", help="a gptnb.data source or CSV path")
     parser.add_argument("--profile", default="tiny", help="the profile whose batch size, lr and max_length gptnb uses")
     parser.add_argument("--n-train", type=int, default=160)
-    parser.add_argument("--n-test", type=int, default=40)
+    parser.add_argument("--n-test", type=int, default=24)
     parser.add_argument("--epochs", type=float, default=1)
     args = parser.parse_args()
     profile = gptnb.get_profile(args.profile)
