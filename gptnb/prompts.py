@@ -85,7 +85,7 @@ def _label_ids(tokenizer, prompts: list[str], prompt_ids: list[list[int]], label
     return result
 
 
-def _cache_argument(model) -> str:
+def cache_argument(model) -> str:
     """The forward argument that takes a key/value cache: ``cache`` in newer transformers, else ``past_key_values``."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model wraps it
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
@@ -125,7 +125,7 @@ def label_logprobs(model, tokenizer, prompts: list[str], labels: list[str], batc
     if shared:
         prefix_cache = DynamicCache()
         model(input_ids=torch.tensor([prompt_ids[0][:shared]], device=device), use_cache=True,
-              **{_cache_argument(model): prefix_cache})
+              **{cache_argument(model): prefix_cache})
 
     # Every (prompt, label) pair needs the logits that predict the label's tokens: the
     # model reads the prompt's own tokens plus all but the last label token. Pairs that
@@ -157,7 +157,7 @@ def label_logprobs(model, tokenizer, prompts: list[str], labels: list[str], batc
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(batch))
-            cached = {_cache_argument(model): cache, "use_cache": True}
+            cached = {cache_argument(model): cache, "use_cache": True}
         first = min(n - len(targets) for r, n in zip(batch, lengths) for _, targets in readers[r])
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.arange(first, width, device=device),
                        **cached).logits

@@ -75,6 +75,24 @@ def test_malformed_csv_says_file_line_and_field(tmp_path, content, message):
         data.read_labelled_csv(write(tmp_path / name, content))
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_spreadsheet_encodings_are_read(tmp_path, encoding):
+    path = write(tmp_path / "excel.csv", "text,label\ncaf\xe9 day,positive\nrainy day,negative\n", encoding=encoding)
+    frame = data.read_labelled_csv(path)
+    assert frame["text"].tolist() == ["caf\xe9 day", "rainy day"] and frame["label_name"].tolist() == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"text,label\nhi\x00there,positive\n", r"bin\.csv: contains NUL bytes, so it is not a text CSV"),
+    (b'text,label\n"a"b\rc,positive\n', r"bin\.csv:2: not readable as CSV"),
+])
+def test_binary_or_broken_csv_is_one_clear_error(tmp_path, raw, message):
+    path = tmp_path / "bin.csv"
+    path.write_bytes(raw)
+    with pytest.raises(data.DataError, match=message):
+        data.read_labelled_csv(path)
+
+
 def test_missing_file_says_what_to_give(tmp_path):
     with pytest.raises(data.DataError, match=r"no such file; give the path of a CSV"):
         data.load_tweets(tmp_path / "nope.csv", verbose=False)

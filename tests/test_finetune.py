@@ -225,6 +225,7 @@ def test_cli_writes_model_and_metrics(tmp_path, capsys):
     assert set(metrics["per_class"]) == {"negative", "positive"}
     assert sum(row["support"] for row in metrics["per_class"].values()) == metrics["n_test"] == 16
     assert "tweets_sample.csv" in metrics["data"] and metrics["n_train"] == 32
+    assert metrics["learning_rate"] == gptnb.get_profile("tiny").learning_rate
     assert json.loads((tmp_path / "run" / "log_history.json").read_text())
     model, _ = ft.load_finetuned(tmp_path / "run", device="cpu")
     assert model.config.model_type == "gpt2"
@@ -234,7 +235,8 @@ def test_cli_writes_model_and_metrics(tmp_path, capsys):
     assert _cli(tmp_path) == 2
     assert "already exists (a finished run)" in capsys.readouterr().err
     assert _cli(tmp_path, "--overwrite", "--lora", "2") == 0
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["lora_rank"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["lora_rank"] == 2 and metrics["learning_rate"] == gptnb.get_profile("tiny").lora_learning_rate
     assert not _leftovers(tmp_path)
 
 

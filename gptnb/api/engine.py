@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from transformers import DynamicCache
 
-from ..prompts import _cache_argument
+from ..prompts import cache_argument
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def generate(loaded: Loaded, ids: list[int], *, max_tokens: int, temperature: fl
     model, eos = loaded.model, loaded.eos_ids
     with loaded.lock:
         cache, cached = _cached_prefix(loaded, ids)
-    argument = _cache_argument(model)  # the keys/values of every token so far, filled in place
+    argument = cache_argument(model)  # the keys/values of every token so far, filled in place
     inputs = torch.tensor([ids[cached:]], device=model.device)
     for step in range(max_tokens):
         with loaded.lock, torch.no_grad():
