@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import resource
 import sys
 import tempfile
@@ -326,7 +327,8 @@ def finetune(
         train_set = length_grouped(train_set, batch_size, seed)
     val_set = encode_pairs(tokenizer, val, max_length) if val else None
     collator = CompletionCollator(tokenizer.pad_token_id, loss_on)
-    steps_per_epoch = -(-len(train_set) // batch_size)
+    processes = int(os.environ.get("WORLD_SIZE", 1))  # under torchrun / accelerate launch, one per GPU
+    steps_per_epoch = -(-len(train_set) // (batch_size * processes))
     total_steps = max(1, round(steps_per_epoch * epochs))
     hooks = _Hooks(on_step, should_stop)
     device = next(model.parameters()).device
@@ -353,6 +355,7 @@ def finetune(
             use_cpu=device.type == "cpu",
             dataloader_pin_memory=device.type == "cuda",
             remove_unused_columns=False,
+            ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; the search costs a pass
             report_to="none",
             disable_tqdm=not progress,
             seed=seed,

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -277,3 +280,16 @@ def test_cli_crash_leaves_no_output_dir(tmp_path, monkeypatch, capsys):
     assert "nothing was written" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not _leftovers(tmp_path)
 
+
+
+def test_cli_runs_data_parallel_under_torchrun(tmp_path):
+    """Two processes (gloo on the CPU, as NCCL would be on GPUs): each step takes a batch per process."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gptnb.finetune_cli",
+               "--profile", "tiny", "--data", "sample", "--out", str(out), "--quiet", "--max-examples", "32",
+               "--n-val", "8", "--n-test", "16", "--epochs", "1", "--batch-size", "8"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["details"]["steps"] == 2 and metrics["details"]["epochs"] == 1.0  # 32 tweets / (8 x 2 processes)
+    assert done.stdout.count("macro-F1") == 1 and not _leftovers(tmp_path)  # only the first process evaluates and writes
