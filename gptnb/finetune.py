@@ -375,7 +375,7 @@ def finetune(
     del trainer
     gc.collect()  # the trainer holds the optimizer state (twice the model's size) in reference cycles
     trainable, total = count_trainable(model)
-    done_epochs = min(state.global_step / steps_per_epoch, epochs)
+    done_epochs = state.epoch  # fewer than `epochs` when `should_stop` ended training
     real_tokens = sum(len(example["input_ids"]) for example in train_set) * done_epochs
     return FinetuneResult(
         model=model,

@@ -52,3 +52,19 @@ def record(notebook: str, method: str, model: str, metrics: dict, *, profile: st
     table.to_csv(tmp, index=False)
     tmp.replace(path)
     return table
+
+
+def recorded_rows(notebook: str, *, profile: str | None = None, **columns) -> pd.DataFrame:
+    """The rows `notebook` recorded whose `columns` hold the given values, e.g. notebook 02's rows for
+    the same model, data and test size: ``recorded_rows("02", model=name, data=source, n_test=300)``."""
+    table = load_results(profile)
+    keep = table["notebook"] == notebook
+    for name, value in columns.items():
+        if name not in table:
+            return table.iloc[:0]
+        column = table[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # read back as float when a row lacks it
+            keep &= pd.to_numeric(column, errors="coerce") == value
+        else:
+            keep &= column.astype(str) == str(value)
+    return table[keep]

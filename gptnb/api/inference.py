@@ -114,8 +114,8 @@ def complete(loaded: Loaded, request: CompletionRequest):
 
     def choices():
         for p, (text, ids) in enumerate(prompts):
+            echoed = prompt_tokens(loaded, ids, k) if request.echo and k is not None else []
             for j in range(n):
-                echoed = prompt_tokens(loaded, ids, k) if request.echo and k is not None else []
                 yield p * n + j, text, echoed, choice_pieces(loaded, ids, request.stop, max_tokens, **options)
 
     def chunk(index, text, tokens, start, finish_reason):
@@ -128,10 +128,9 @@ def complete(loaded: Loaded, request: CompletionRequest):
         def events():
             generated = 0
             for index, prompt, echoed, pieces in choices():
-                at = 0 if request.echo else len(prompt)
                 if request.echo:
                     yield chunk(index, prompt, echoed, 0, None)
-                    at = len(prompt)
+                at = len(prompt)
                 for piece in pieces:
                     generated += len(piece.tokens)
                     yield chunk(index, piece.text, piece.tokens, at, piece.finish_reason)

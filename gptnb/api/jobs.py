@@ -16,7 +16,7 @@ import traceback
 from ..profiles import Profile
 from .formats import problem_summary, read_jsonl, training_pair
 from .prepare import default_epochs
-from .store import Store
+from .store import ACTIVE, Store
 
 class JobError(ValueError):
     """A job that cannot run; ``param`` names the request field at fault."""
@@ -83,7 +83,7 @@ class JobRunner:
         """Cancel a queued or running job (training stops after its current step); return the job."""
         with self._lock:
             job = self.store.job(job_id)
-            if job["status"] not in ("validating_files", "queued", "running"):
+            if job["status"] not in ACTIVE:
                 raise JobError(f"job {job_id} is already {job['status']}; only unfinished jobs can be cancelled")
             return self._finish(job_id, "cancelled", "Job cancelled")
 

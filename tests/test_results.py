@@ -1,0 +1,31 @@
+"""The shared results table: rows recorded, replaced and found again."""
+from __future__ import annotations
+
+import pytest
+
+from gptnb import results
+
+
+@pytest.fixture(autouse=True)
+def _own_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTNB_RESULTS", str(tmp_path))
+
+
+def test_record_replaces_a_method_and_keeps_notebook_as_text():
+    results.record("02", "zero-shot", "m", {"accuracy": 0.5, "macro_f1": 0.4}, profile="tiny", n_test=40)
+    results.record("02", "zero-shot", "m", {"accuracy": 0.6, "macro_f1": 0.5}, profile="tiny", n_test=40)
+    table = results.load_results("tiny")
+    assert len(table) == 1 and table["notebook"].tolist() == ["02"] and table["accuracy"].tolist() == [0.6]
+
+
+def test_recorded_rows_match_every_column_given():
+    assert results.recorded_rows("02", profile="tiny", model="m").empty  # no table yet
+    metrics = {"accuracy": 0.5, "macro_f1": 0.4}
+    results.record("02", "zero-shot", "m", metrics, profile="tiny", n_test=40, data="sample")
+    results.record("02", "few-shot", "other", metrics, profile="tiny", n_test=40, data="sample")
+    results.record("04", "fine-tune", "m", metrics, profile="tiny", data="sample")  # no n_test: the column turns float
+    found = results.recorded_rows("02", profile="tiny", model="m", data="sample", n_test=40)
+    assert found["method"].tolist() == ["zero-shot"]
+    assert results.recorded_rows("02", profile="tiny", model="m", n_test=24).empty
+    assert results.recorded_rows("02", profile="tiny", shots=0).empty  # a column nobody recorded
+    assert results.recorded_rows("04", profile="tiny", model="m")["method"].tolist() == ["fine-tune"]
