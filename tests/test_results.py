@@ -29,3 +29,30 @@ def test_recorded_rows_match_every_column_given():
     assert results.recorded_rows("02", profile="tiny", model="m", n_test=24).empty
     assert results.recorded_rows("02", profile="tiny", shots=0).empty  # a column nobody recorded
     assert results.recorded_rows("04", profile="tiny", model="m")["method"].tolist() == ["fine-tune"]
+
+
+def test_score_with_interval_brackets_the_score_and_narrows_with_more_tweets():
+    import numpy as np
+
+    from gptnb.results import format_interval, score_with_interval
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (60, 600):
+        truth = rng.integers(0, 2, n)
+        predicted = np.where(rng.random(n) < 0.8, truth, 1 - truth)
+        metrics = score_with_interval(truth, predicted)
+        assert metrics["macro_f1_low"] < metrics["macro_f1"] < metrics["macro_f1_high"]
+        assert metrics["accuracy_low"] < metrics["accuracy"] < metrics["accuracy_high"]
+        widths.append(metrics["macro_f1_high"] - metrics["macro_f1_low"])
+    assert widths[1] < widths[0] / 2
+    assert format_interval({"macro_f1": 0.5, "macro_f1_low": 0.25, "macro_f1_high": 0.75}) == "0.500 [0.250, 0.750]"
+
+
+def test_score_with_interval_refuses_mismatched_lengths():
+    import pytest
+
+    from gptnb.results import score_with_interval
+
+    with pytest.raises(ValueError, match="as many predictions"):
+        score_with_interval([0, 1], [0])

@@ -1,0 +1,105 @@
+"""Exercise checks and quizzes shared by the notebooks.
+
+How an exercise looks in a notebook (``notebooks/`` is the instructor/source copy; ``make assignments``
+turns it into student copies with nbgrader):
+
+1. a markdown cell with the task;
+2. the answer cell, an nbgrader *solution* cell (``grade_id`` ``exNN-K-answer``). Every answer is a
+   function, so that a student copy's placeholder (``raise NotImplementedError()``) fails only when
+   called. In the source the reference answer sits between ``### BEGIN SOLUTION`` / ``### END SOLUTION``
+   and the cell is collapsed (JupyterLab ``source_hidden``, Colab ``cellView: form`` with a ``#@title``);
+3. the check cell, an nbgrader *autograded test* cell (``exNN-K-check``, locked, points), calling one
+   ``gptnb.exercises.nbNN.check_*`` function. A check prints one line, right or what is wrong, never the
+   answer; it raises only while nbgrader grades (``NBGRADER_EXECUTION`` is set), so that a student copy
+   runs top to bottom however many answers are missing.
+
+Quizzes (``quiz``) are multiple-choice questions whose every choice explains why it is right or wrong.
+"""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+RIGHT = "right"
+NOT_ANSWERED = "not answered yet"
+
+
+class NotAnswered(Exception):
+    """The learner's function still raises NotImplementedError (the student copy's placeholder)."""
+
+
+def grading() -> bool:
+    """True while nbgrader runs the notebook (autograde or validate), when a wrong answer must fail the cell."""
+    return bool(os.environ.get("NBGRADER_EXECUTION"))
+
+
+def call_answer(answer: Callable, *args, **kwargs) -> Any:
+    """Call the learner's function; its placeholder becomes `NotAnswered`, a crash a one-line `AssertionError`."""
+    if not callable(answer):
+        raise AssertionError(f"expected a function, got {type(answer).__name__}: define it with `def` in the cell above")
+    try:
+        return answer(*args, **kwargs)
+    except NotImplementedError as error:
+        raise NotAnswered from error
+    except Exception as error:  # the learner's code: any exception is feedback, not a crash of the check
+        raise AssertionError(f"your function raised {type(error).__name__}: {error}") from error
+
+
+def report(exercise: str, check: Callable[[], None]) -> bool:
+    """Run `check` (which raises `AssertionError` with what is wrong) and print one line about it.
+
+    Returns True when the answer is right. While nbgrader grades, a wrong or missing answer raises,
+    so the test cell scores zero; otherwise it only prints, and the notebook goes on.
+    """
+    try:
+        check()
+    except NotAnswered:
+        line = f"Exercise {exercise}: {NOT_ANSWERED} (the answer cell still raises NotImplementedError)"
+    except AssertionError as wrong:
+        line = f"Exercise {exercise}: not yet: {str(wrong).splitlines()[0] if str(wrong) else 'wrong answer'}"
+    else:
+        print(f"Exercise {exercise}: {RIGHT}")
+        return True
+    print(line)
+    if grading():
+        raise AssertionError(line)
+    return False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One answer of a quiz question: its text, whether it is right, and why."""
+
+    text: str
+    correct: bool
+    why: str
+
+
+def quiz(question: str, choices: list[Choice]):
+    """A multiple-choice question: click a choice to be told whether it is right and why.
+
+    Renders with ipywidgets (JupyterLab, Colab, VS Code); without a front end (nbval, nbconvert) the
+    widget's text form lists the question and its choices. Returns the widget.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if sum(choice.correct for choice in choices) < 1:
+        raise ValueError(f"quiz {question!r} has no right choice")
+    feedback = widgets.HTML()
+    buttons = []
+    for choice in choices:
+        button = widgets.Button(description=choice.text, layout=widgets.Layout(width="auto"))
+
+        def show(_, choice=choice):
+            verdict = "Right" if choice.correct else "Not quite"
+            colour = "#1a7f37" if choice.correct else "#b35900"
+            feedback.value = f"<b style='color:{colour}'>{verdict}.</b> {html.escape(choice.why)}"
+
+        button.on_click(show)
+        buttons.append(button)
+    box = widgets.VBox([widgets.HTML(f"<b>{html.escape(question)}</b>"), *buttons, feedback])
+    display(box)
+    return box
