@@ -1,0 +1,142 @@
+"""Notebook 02's exercise checks: a right answer passes; a wrong one and the placeholder are told apart."""
+import pytest
+import torch
+
+import gptnb
+from gptnb.exercises import NOT_ANSWERED, RIGHT, nb02
+from gptnb.prompts import label_logprobs
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return gptnb.load_model("tiny-gpt2", profile="tiny", device="cpu")
+
+
+def placeholder(*args):
+    raise NotImplementedError()
+
+
+def review_prompt(examples, query):
+    blocks = ["\nBelow are some examples for sentiment detection of movie reviews."]
+    blocks += [f"Review: {text}\nSentiment: {['Negative', 'Positive'][label]}" for text, label in examples]
+    return "\n\n".join(blocks + [f"Review: {query}\nSentiment:"])
+
+
+def label_scores(model, tokenizer, prompt, label_words):
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    scores = []
+    for word in label_words:
+        ids = tokenizer(prompt + word)["input_ids"]
+        with torch.no_grad():
+            logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+        scores.append(sum(logprobs[t - 1, ids[t]] for t in range(len(prompt_ids), len(ids))))
+    return torch.stack(scores)
+
+
+def calibrated_probs(scores, content_free_scores):
+    p_cf = content_free_scores.softmax(-1).mean(0)
+    q = scores.softmax(-1) / p_cf
+    return q / q.sum(-1, keepdim=True)
+
+
+def recency_shares(model, tokenizer, prompt, negative, positive, texts):
+    def share(examples):
+        prompts = [prompt.render(text, examples) for text in texts]
+        return label_logprobs(model, tokenizer, prompts, list(prompt.label_words)).argmax(-1).float().mean().item()
+    return share([negative, positive]), share([positive, negative])
+
+
+def run(check, answer, *args, capsys):
+    passed = check(answer, *args)
+    return passed, capsys.readouterr().out.strip()
+
+
+def test_original_prompt_is_the_builder_with_a_leading_newline():
+    assert nb02.ORIGINAL_PROMPT == "\n" + nb02.MOVIES.render(nb02.ORIGINAL_QUERY, nb02.ORIGINAL_EXAMPLES)
+    assert review_prompt(nb02.ORIGINAL_EXAMPLES, nb02.ORIGINAL_QUERY) == nb02.ORIGINAL_PROMPT
+
+
+def test_review_prompt_right_and_placeholder(capsys):
+    assert run(nb02.check_review_prompt, review_prompt, capsys=capsys) == (True, f"Exercise 2.1: {RIGHT}")
+    passed, line = run(nb02.check_review_prompt, placeholder, capsys=capsys)
+    assert not passed and NOT_ANSWERED in line
+
+
+@pytest.mark.parametrize("wrong, told", [
+    (lambda examples, query: review_prompt(examples, query).lstrip("\n"), "must start with a newline"),
+    (lambda examples, query: review_prompt(examples, query) + " ", "end exactly at 'Sentiment:'"),
+    (lambda examples, query: review_prompt(examples, query).replace("\n\n", "\n"), "line 3 of your prompt"),
+    (lambda examples, query: review_prompt(sorted(examples, key=lambda e: e[1]), query), "other order"),
+    (lambda examples, query: None, "must return a str"),
+])
+def test_review_prompt(capsys, wrong, told):
+    passed, line = run(nb02.check_review_prompt, wrong, capsys=capsys)
+    assert not passed and line.startswith("Exercise 2.1: not yet:") and told in line, line
+
+
+def first_token_only(model, tokenizer, prompt, label_words):
+    with torch.no_grad():
+        logprobs = model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1].log_softmax(-1)
+    return torch.stack([logprobs[tokenizer(w, add_special_tokens=False)["input_ids"][0]] for w in label_words])
+
+
+def test_label_scores_right_and_placeholder(capsys, tiny):
+    assert run(nb02.check_label_scores, label_scores, *tiny, capsys=capsys) == (True, f"Exercise 2.2: {RIGHT}")
+    passed, line = run(nb02.check_label_scores, placeholder, *tiny, capsys=capsys)
+    assert not passed and NOT_ANSWERED in line
+
+
+@pytest.mark.parametrize("wrong, told", [
+    (first_token_only, "several tokens must add up"),
+    (lambda *args: label_scores(*args).exp(), "not probabilities"),
+    (lambda *args: label_scores(*args)[:2], "one score per label word"),
+    (lambda *args: label_scores(*args) - 1.0, "differ from the model's log-probabilities"),
+    (lambda *args: label_scores(*args) + 50.0, "never above 0"),
+])
+def test_label_scores(capsys, tiny, wrong, told):
+    passed, line = run(nb02.check_label_scores, wrong, *tiny, capsys=capsys)
+    assert not passed and told in line, line
+
+
+def test_calibrated_probs_right_and_placeholder(capsys):
+    assert run(nb02.check_calibrated_probs, calibrated_probs, capsys=capsys) == (True, f"Exercise 2.3: {RIGHT}")
+    passed, line = run(nb02.check_calibrated_probs, placeholder, capsys=capsys)
+    assert not passed and NOT_ANSWERED in line
+
+
+@pytest.mark.parametrize("wrong, told", [
+    (lambda scores, cf: scores.softmax(-1), "uncalibrated p"),
+    (lambda scores, cf: scores.softmax(-1) / cf.softmax(-1).mean(0), "distribution over the labels"),
+    (lambda scores, cf: (scores.log_softmax(-1) - cf.log_softmax(-1).mean(0)).softmax(-1), "not their log-prob"),
+    (lambda scores, cf: (scores.softmax(-1) / cf.exp().mean(0)).softmax(-1), "differs from p / p_cf"),
+    (lambda scores, cf: calibrated_probs(scores, cf)[:2], "expected shape (4, 2)"),
+])
+def test_calibrated_probs(capsys, wrong, told):
+    passed, line = run(nb02.check_calibrated_probs, wrong, capsys=capsys)
+    assert not passed and told in line, line
+
+
+def test_recency_shares(capsys, tiny):
+    assert run(nb02.check_recency_shares, recency_shares, *tiny, capsys=capsys) == (True, f"Exercise 2.4: {RIGHT}")
+    for wrong, told in [(lambda *args: recency_shares(*args)[0], "return two numbers"),
+                        (lambda *args: (2.0, 0.5), "between 0 and 1"),
+                        (lambda m, t, p, n, pos, texts: recency_shares(m, t, p, n, pos, texts[:3]), "not those of")]:
+        passed, line = run(nb02.check_recency_shares, wrong, *tiny, capsys=capsys)
+        assert not passed and told in line, line
+    passed, line = run(nb02.check_recency_shares, placeholder, *tiny, capsys=capsys)
+    assert not passed and NOT_ANSWERED in line
+
+
+def test_a_wrong_answer_raises_under_nbgrader(monkeypatch, capsys):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match="Exercise 2.3: not yet"):
+        nb02.check_calibrated_probs(lambda scores, cf: scores.softmax(-1))
+    with pytest.raises(AssertionError, match=NOT_ANSWERED):
+        nb02.check_review_prompt(placeholder)
+
+
+@pytest.mark.parametrize("quiz", [nb02.QUIZ_ONE_PROMPT, nb02.QUIZ_VALIDATION, nb02.QUIZ_CALIBRATION])
+def test_quizzes_have_one_right_choice_and_explain_every_choice(quiz):
+    question, choices = quiz
+    assert question.endswith("?") and sum(choice.correct for choice in choices) == 1
+    assert all(choice.why for choice in choices)
