@@ -31,7 +31,9 @@ from gptnb.api import local_server
 from gptnb.api.engine import choice_pieces
 from gptnb.api.formats import Example, training_pair
 from gptnb.data import load_tweets
-from gptnb.finetune import finetune, save_finetuned, tweet_pairs
+from gptnb.finetune import finetune
+from gptnb.lora import save_finetuned
+from gptnb.prompts import tweet_pairs
 
 
 def interleaved_medians(runs: list[tuple[str, object]], repeats: int) -> list[tuple[str, float]]:

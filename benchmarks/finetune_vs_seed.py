@@ -28,9 +28,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 import gptnb
-from gptnb import finetune as ft
 from gptnb.data import load_tweets
-from gptnb.prompts import parse_label
+from gptnb.evaluate import classify
+from gptnb.finetune import finetune
+from gptnb.prompts import parse_label, tweet_pairs
 from gptnb.results import score
 
 SEED_FORMAT = "<|startoftext|>Tweet: {text}<|pad|>Sentiment: {label}<|endoftext|>"
@@ -100,11 +101,11 @@ def main() -> None:
     del model, seed["model"]
 
     model, tokenizer = gptnb.load_model(args.model, profile=profile.name, training=True)
-    ours = ft.finetune(model, tokenizer, ft.tweet_pairs(splits.train, splits.labels), epochs=args.epochs,
+    ours = finetune(model, tokenizer, tweet_pairs(splits.train, splits.labels), epochs=args.epochs,
                        batch_size=profile.batch_size, learning_rate=profile.learning_rate,
                        max_length=profile.max_length, progress=False)
     started = time.perf_counter()
-    our_predictions = ft.classify(ours.model, tokenizer, splits.test["text"].tolist(), splits.labels).argmax(-1).tolist()
+    our_predictions = classify(ours.model, tokenizer, splits.test["text"].tolist(), splits.labels).argmax(-1).tolist()
     our_eval = time.perf_counter() - started
 
     rows = [

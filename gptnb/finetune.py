@@ -1,225 +1,35 @@
-"""Supervised fine-tuning of a causal LM on (prompt, completion) pairs: `finetune`.
+"""Supervised fine-tuning of a causal LM on (prompt, completion) pairs: `finetune`, the `transformers.Trainer` recipe.
 
 The recipe, in the order a batch meets it:
 
 1. one text format for training and testing: a tweet becomes the zero-shot prompt of
-   `gptnb.prompts.FewShotPrompt` (``"Tweet: {text}\\nSentiment:"``) and its completion is
+   `gptnb.prompts.tweet_format` (``"Tweet: {text}\\nSentiment:"``) and its completion is
    the label word (``" positive"``) followed by the end-of-text token;
-2. examples are tokenized without padding; `CompletionCollator` pads each batch only to
-   its longest example (dynamic padding; batches of similar length are grouped) and sets
-   the labels to -100, which the loss ignores, on the padding and (by default) the prompt;
+2. examples are tokenized without padding; `gptnb.collate.CompletionCollator` pads each batch only to
+   its longest example (dynamic padding; batches of similar length are grouped by `length_grouped`) and
+   sets the labels to -100, which the loss ignores, on the padding and (by default) the prompt;
 3. `transformers.Trainer` trains, evaluates each epoch and keeps the best checkpoint;
-   ``lora_rank`` trains LoRA adapters (peft) instead of every weight.
+   ``lora_rank`` trains LoRA adapters (peft, `gptnb.lora`) instead of every weight.
 
 `finetune` runs unchanged on several GPUs under ``torchrun`` or ``accelerate launch``
-(see `gptnb.finetune_cli` for the command line).
+(see `gptnb.finetune_cli` for the command line). Evaluation is in `gptnb.evaluate`.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
-import os
-import resource
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import psutil
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer, TrainerCallback,
-                          TrainingArguments)
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from .generation import generate_text
-from .prompts import FewShotPrompt, label_logprobs, parse_label
-
-IGNORE_INDEX = -100  # labels with this value add nothing to the cross-entropy loss
-LOSS_ON = ("completion", "all")
-
-
-# --- the text format ---------------------------------------------------------------------
-
-
-def tweet_format(labels) -> FewShotPrompt:
-    """The zero-shot prompt format used for training and testing alike, one label word per class."""
-    return FewShotPrompt(label_words=tuple(f" {name}" for name in labels))
-
-
-def tweet_pairs(frame, labels) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs of a tweets frame (columns text, label): the same prompt the tests score."""
-    fmt = tweet_format(labels)
-    return [(fmt.render(text), fmt.label_words[label]) for text, label in zip(frame["text"], frame["label"])]
-
-
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> list[dict]:
-    """Token ids of each prompt + completion + eos, unpadded, with the prompt's length.
-
-    The prompt gets the tokenizer's usual special tokens (as at test time); a prompt too long
-    for `max_length` loses tokens from its start, so the completion and the words before it survive.
-    """
-    prompts = tokenizer([prompt for prompt, _ in pairs])["input_ids"]
-    completions = tokenizer([completion for _, completion in pairs], add_special_tokens=False)["input_ids"]
-    examples = []
-    for prompt_ids, completion_ids in zip(prompts, completions):
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-        room = max(max_length - len(completion_ids), 1)
-        prompt_ids = prompt_ids[-room:]
-        examples.append({"input_ids": prompt_ids + completion_ids, "prompt_length": len(prompt_ids)})
-    return examples
-
-
-@dataclass
-class CompletionCollator:
-    """Pad a batch to its longest example and build the labels the loss is computed on.
-
-    ``labels`` copies ``input_ids`` except for -100 at the padding and, with
-    ``loss_on="completion"``, at the prompt. Padding is found by position, never by
-    token id: the pad token is usually eos, and the eos that ends each completion must
-    stay in the loss or the model never learns to stop.
-
-    Padding goes on the left (with position ids counting real tokens only), so every
-    completion ends the row. The output layer, a vocabulary-wide matrix product, then
-    runs only on the last columns that predict a label (``logits_to_keep``), and
-    ``labels`` holds just those columns.
-    """
-
-    pad_token_id: int
-    loss_on: str = "completion"
-
-    def __call__(self, examples: list[dict]) -> dict:
-        width = max(len(example["input_ids"]) for example in examples)
-        input_ids = torch.full((len(examples), width), self.pad_token_id)
-        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-        labels = torch.full((len(examples), width), IGNORE_INDEX)
-        for row, example in enumerate(examples):
-            padding = width - len(example["input_ids"])
-            input_ids[row, padding:] = torch.tensor(example["input_ids"])
-            attention_mask[row, padding:] = 1
-            # A row's first token has nothing before it to be predicted from: never a label.
-            start = padding + max(example["prompt_length"] if self.loss_on == "completion" else 0, 1)
-            labels[row, start:] = input_ids[row, start:]
-        # The logits at column t predict the token at t + 1: keep from one column before the first label.
-        first_label = int((labels != IGNORE_INDEX).int().argmax(-1).min())
-        keep = min(width - first_label + 1, width)
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
-                "labels": labels[:, width - keep:], "logits_to_keep": keep}
-
-
-def padding_share(batches) -> float:
-    """The fraction of the token positions in `batches` that are padding."""
-    real = total = 0
-    for batch in batches:
-        real += int(batch["attention_mask"].sum())
-        total += batch["attention_mask"].numel()
-    return 1 - real / max(total, 1)
-
-
-# --- model helpers -----------------------------------------------------------------------
-
-
-def fit_embeddings(model, tokenizer) -> bool:
-    """Grow the model's embedding matrix when the tokenizer has tokens it lacks (after `add_special_tokens`)."""
-    if len(tokenizer) <= model.get_input_embeddings().num_embeddings:
-        return False
-    model.resize_token_embeddings(len(tokenizer))
-    return True
-
-
-def add_lora(model, rank: int, alpha: int | None = None, dropout: float = 0.05):
-    """Wrap `model` with LoRA adapters of `rank` on its attention projections (peft's defaults per architecture).
-
-    Only the adapters train; the base weights are frozen (and modified in place by the wrapping).
-    """
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, task_type="CAUSAL_LM",
-                        fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2 stores its weights transposed
-    return get_peft_model(model, config)
-
-
-def count_trainable(model) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def peak_rss_gib() -> float:
-    """The largest resident set (RSS) this process has had so far, in GiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
-
-
-class PeakMemory:
-    """``with PeakMemory(device) as peak: ...`` then ``peak.gib``: the most memory used inside the block.
-
-    On CUDA, allocated GPU memory; elsewhere the process's RSS, sampled every 20 ms by a thread
-    (the process-wide `peak_rss_gib` cannot tell one block from what ran before it).
-    """
-
-    def __init__(self, device: torch.device | None = None):
-        self.device, self.gib = device or torch.device("cpu"), 0.0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        process, self._done = psutil.Process(), threading.Event()
-
-        def sample():
-            while True:
-                self.gib = max(self.gib, process.memory_info().rss / 2**30)
-                if self._done.wait(0.02):
-                    return
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.gib = torch.cuda.max_memory_allocated(self.device) / 2**30
-        else:
-            self._done.set()
-            self._thread.join()
-
-
-def save_finetuned(model, tokenizer, path: str | Path, merge: bool = True) -> Path:
-    """Save a fine-tuned model with its tokenizer.
-
-    A LoRA model is merged into full weights (in place: `model` keeps no adapters afterwards)
-    unless ``merge=False``; then only the small adapter is written, and `load_finetuned` needs
-    its base model where it was.
-    """
-    path = Path(path)
-    if merge and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def load_finetuned(path: str | Path, device: torch.device | str | None = None):
-    """``(model, tokenizer)`` saved by `save_finetuned` (full weights or a LoRA adapter), in eval mode."""
-    from .device import pick_device
-
-    path = Path(path)
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device or pick_device()).eval(), tokenizer
-
-
-# --- training ----------------------------------------------------------------------------
+from .collate import LOSS_ON, CompletionCollator, encode_pairs, padding_share
+from .lora import add_lora, count_trainable, fit_embeddings
+from .memory import PeakMemory
 
 
 @dataclass
@@ -327,9 +137,6 @@ def finetune(
         train_set = length_grouped(train_set, batch_size, seed)
     val_set = encode_pairs(tokenizer, val, max_length) if val else None
     collator = CompletionCollator(tokenizer.pad_token_id, loss_on)
-    processes = int(os.environ.get("WORLD_SIZE", 1))  # under torchrun / accelerate launch, one per GPU
-    steps_per_epoch = -(-len(train_set) // (batch_size * processes))
-    total_steps = max(1, round(steps_per_epoch * epochs))
     hooks = _Hooks(on_step, should_stop)
     device = next(model.parameters()).device
     keep_best = bool(val_set) and epochs > 1  # after one epoch the best weights are the last ones
@@ -340,10 +147,8 @@ def finetune(
             per_device_train_batch_size=batch_size,
             per_device_eval_batch_size=batch_size,
             learning_rate=learning_rate,
-            warmup_steps=total_steps // 10,
             weight_decay=0.0,
             logging_strategy="steps",
-            logging_steps=logging_steps or max(1, total_steps // 20),
             eval_strategy="epoch" if val_set else "no",
             save_strategy="epoch" if keep_best else "no",
             load_best_model_at_end=keep_best,
@@ -361,6 +166,11 @@ def finetune(
             seed=seed,
             **_sampling_args(group_by_length),
         )
+        # Under torchrun / accelerate launch there is one process per GPU, and each step takes a batch from each.
+        steps_per_epoch = -(-len(train_set) // (batch_size * args.world_size))
+        total_steps = max(1, round(steps_per_epoch * epochs))
+        args.warmup_steps = total_steps // 10
+        args.logging_steps = logging_steps or max(1, total_steps // 20)
         trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_set,
                           eval_dataset=val_set, processing_class=tokenizer, callbacks=[hooks])
         if not progress:
@@ -392,43 +202,3 @@ def finetune(
         details={"steps": state.global_step, "epochs": done_epochs, "loss_on": loss_on, "lora_rank": lora_rank,
                  "max_length": max_length, "n_train": len(train_set), "n_val": len(val_set or [])},
     )
-
-
-# --- evaluation --------------------------------------------------------------------------
-
-
-def classify(model, tokenizer, texts, labels, batch_size: int = 16) -> torch.Tensor:
-    """(n_texts, n_labels) probabilities of each label, by scoring every label word after the prompt."""
-    fmt = tweet_format(labels)
-    scores = label_logprobs(model, tokenizer, [fmt.render(text) for text in texts], list(fmt.label_words), batch_size)
-    return scores.softmax(-1)
-
-
-def generate_labels(model, tokenizer, texts, labels, batch_size: int = 16, max_new_tokens: int = 3) -> list[int]:
-    """The label each text gets by greedy generation, parsed from the words written; -1 when none is named."""
-    fmt = tweet_format(labels)
-    prompts = [fmt.render(text) for text in texts]
-    predictions = []
-    for start in range(0, len(prompts), batch_size):
-        generated = generate_text(model, tokenizer, prompts[start:start + batch_size], max_new_tokens, do_sample=False)
-        predictions += [-1 if (found := parse_label(text, labels)) is None else found for text in generated]
-    return predictions
-
-
-def classification_metrics(y_true, y_pred, labels) -> dict:
-    """Accuracy, macro-F1 and sklearn's per-class report (precision, recall, F1, support)."""
-    from sklearn.metrics import classification_report
-
-    from .results import score
-
-    report = classification_report(y_true, y_pred, labels=list(range(len(labels))), target_names=list(labels),
-                                   output_dict=True, zero_division=0)
-    return {**score(y_true, y_pred), "per_class": {name: report[name] for name in labels}}
-
-
-def worst_mistakes(frame, probabilities: torch.Tensor, labels, k: int = 8):
-    """The `k` test tweets the model got wrong most confidently: text, true and predicted label, confidence."""
-    confidence, predicted = probabilities.max(-1)
-    table = frame.assign(predicted=[labels[i] for i in predicted.tolist()], confidence=confidence.tolist())
-    wrong = table[predicted.numpy() != table["label"].to_numpy()]
-    return wrong.sort_values("confidence", ascending=False).head(k)[["text", "label_name", "predicted", "confidence"]]

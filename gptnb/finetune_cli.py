@@ -97,9 +97,12 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _finetune(args: argparse.Namespace) -> int:
     from .data import load_tweets
-    from .finetune import classification_metrics, classify, finetune, save_finetuned, tweet_pairs
+    from .evaluate import classification_metrics, classify
+    from .finetune import finetune
+    from .lora import save_finetuned
     from .models import ModelUnavailableError, describe_model, load_model
     from .profiles import get_profile
+    from .prompts import tweet_pairs
 
     profile = get_profile(args.profile)
     out = args.out.expanduser().resolve()

@@ -48,6 +48,17 @@ class FewShotPrompt:
         return self.separator.join(blocks)
 
 
+def tweet_format(labels) -> FewShotPrompt:
+    """The zero-shot prompt format used for fine-tuning and testing alike, one label word per class."""
+    return FewShotPrompt(label_words=tuple(f" {name}" for name in labels))
+
+
+def tweet_pairs(frame, labels) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of a tweets frame (columns text, label): the same prompt the tests score."""
+    fmt = tweet_format(labels)
+    return [(fmt.render(text), fmt.label_words[label]) for text, label in zip(frame["text"], frame["label"])]
+
+
 def sample_examples(frame: pd.DataFrame, k: int, seed: int) -> list[tuple[str, int]]:
     """`k` random (text, label) examples from a frame with columns text and label, in random order."""
     if k > len(frame):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import gptnb
+from gptnb import collate, evaluate, lora, prompts
 from gptnb import finetune as ft
 from gptnb.cli import main
 from gptnb.data import load_tweets
@@ -40,8 +41,8 @@ def sample():
 
 
 def test_collator_masks_padding_and_prompt(tokenizer):
-    examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
-    batch = ft.CompletionCollator(tokenizer.pad_token_id, "completion")(examples)
+    examples = collate.encode_pairs(tokenizer, PAIRS, max_length=64)
+    batch = collate.CompletionCollator(tokenizer.pad_token_id, "completion")(examples)
     width = batch["input_ids"].shape[1]
     keep = batch["logits_to_keep"]
     for row, example in enumerate(examples):
@@ -55,8 +56,8 @@ def test_collator_masks_padding_and_prompt(tokenizer):
 
 
 def test_collator_whole_sequence_masks_only_padding(tokenizer):
-    examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
-    batch = ft.CompletionCollator(tokenizer.pad_token_id, "all")(examples)
+    examples = collate.encode_pairs(tokenizer, PAIRS, max_length=64)
+    batch = collate.CompletionCollator(tokenizer.pad_token_id, "all")(examples)
     width = batch["input_ids"].shape[1]
     assert batch["logits_to_keep"] == width
     for row, example in enumerate(examples):
@@ -66,13 +67,13 @@ def test_collator_whole_sequence_masks_only_padding(tokenizer):
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-gpt-neo"])
-@pytest.mark.parametrize("loss_on", ft.LOSS_ON)
+@pytest.mark.parametrize("loss_on", collate.LOSS_ON)
 def test_batched_loss_equals_loss_of_each_example_alone(tokenizer, name, loss_on):
     """Padding, position ids and the kept logits change nothing: the batch's loss is the unpadded one."""
     model, _ = gptnb.load_model(name, device="cpu")
-    examples = ft.encode_pairs(tokenizer, PAIRS, max_length=64)
+    examples = collate.encode_pairs(tokenizer, PAIRS, max_length=64)
     with torch.no_grad():
-        batched = model(**ft.CompletionCollator(tokenizer.pad_token_id, loss_on)(examples)).loss
+        batched = model(**collate.CompletionCollator(tokenizer.pad_token_id, loss_on)(examples)).loss
         total = count = 0
         for example in examples:
             ids = torch.tensor(example["input_ids"])
@@ -86,7 +87,7 @@ def test_batched_loss_equals_loss_of_each_example_alone(tokenizer, name, loss_on
 
 
 def test_length_grouped_batches_have_similar_lengths(tokenizer, sample):
-    examples = ft.encode_pairs(tokenizer, ft.tweet_pairs(sample.train, sample.labels), 64)
+    examples = collate.encode_pairs(tokenizer, prompts.tweet_pairs(sample.train, sample.labels), 64)
     ordered = ft.length_grouped(examples, batch_size=8, seed=1)
     assert sorted(map(id, ordered)) == sorted(map(id, examples))
     batches = [ordered[i:i + 8] for i in range(0, len(ordered), 8)]
@@ -98,7 +99,7 @@ def test_length_grouped_batches_have_similar_lengths(tokenizer, sample):
 
 def test_truncation_keeps_the_completion(tokenizer):
     long_prompt = "Tweet: " + "very " * 100 + "good\nSentiment:"
-    [example] = ft.encode_pairs(tokenizer, [(long_prompt, " positive")], max_length=16)
+    [example] = collate.encode_pairs(tokenizer, [(long_prompt, " positive")], max_length=16)
     assert len(example["input_ids"]) == 16
     assert tokenizer.decode(example["input_ids"][example["prompt_length"]:]) == " positive<|endoftext|>"
     assert tokenizer.decode(example["input_ids"][:example["prompt_length"]]).endswith("good\nSentiment:")
@@ -113,23 +114,23 @@ def test_training_and_testing_use_one_format(monkeypatch, fresh_tiny, sample):
         seen.update(prompts=prompts, labels=labels)
         return torch.zeros(len(prompts), len(labels))
 
-    monkeypatch.setattr(ft, "label_logprobs", fake_label_logprobs)
-    ft.classify(model, tokenizer, sample.test["text"].tolist(), sample.labels)
-    pairs = ft.tweet_pairs(sample.test, sample.labels)
+    monkeypatch.setattr(evaluate, "label_logprobs", fake_label_logprobs)
+    evaluate.classify(model, tokenizer, sample.test["text"].tolist(), sample.labels)
+    pairs = prompts.tweet_pairs(sample.test, sample.labels)
     assert seen["prompts"] == [prompt for prompt, _ in pairs]
     assert {completion for _, completion in pairs} <= set(seen["labels"])
     assert [seen["labels"].index(completion) for _, completion in pairs] == sample.test["label"].tolist()
 
 
 def _loss(model, tokenizer, pairs) -> float:
-    batch = ft.CompletionCollator(tokenizer.pad_token_id)(ft.encode_pairs(tokenizer, pairs, 64))
+    batch = collate.CompletionCollator(tokenizer.pad_token_id)(collate.encode_pairs(tokenizer, pairs, 64))
     with torch.no_grad():
         return model(**batch).loss.item()
 
 
 def test_a_few_steps_lower_the_loss_and_report(fresh_tiny, sample):
     model, tokenizer = fresh_tiny
-    pairs = ft.tweet_pairs(sample.train, sample.labels)
+    pairs = prompts.tweet_pairs(sample.train, sample.labels)
     before = _loss(model, tokenizer, pairs)
     seen = []
     result = ft.finetune(model, tokenizer, pairs, pairs[:16], epochs=2, batch_size=16, learning_rate=1e-3,
@@ -167,16 +168,16 @@ def test_lora_wraps_trains_saves_and_loads(fresh_tiny, tmp_path):
     trainable = {name for name, p in result.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
     assert result.trainable_params < result.total_params / 20
-    batch = ft.CompletionCollator(tokenizer.pad_token_id)(ft.encode_pairs(tokenizer, PAIRS, 64))
+    batch = collate.CompletionCollator(tokenizer.pad_token_id)(collate.encode_pairs(tokenizer, PAIRS, 64))
     batch.pop("labels")
     with torch.no_grad():
         expected = result.model(**batch).logits
-    ft.save_finetuned(result.model, tokenizer, tmp_path / "adapter", merge=False)
+    lora.save_finetuned(result.model, tokenizer, tmp_path / "adapter", merge=False)
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size < 1_000_000  # the adapter only
-    reloaded, _ = ft.load_finetuned(tmp_path / "adapter", device="cpu")
-    ft.save_finetuned(result.model, tokenizer, tmp_path / "merged")
-    merged, _ = ft.load_finetuned(tmp_path / "merged", device="cpu")
+    reloaded, _ = lora.load_finetuned(tmp_path / "adapter", device="cpu")
+    lora.save_finetuned(result.model, tokenizer, tmp_path / "merged")
+    merged, _ = lora.load_finetuned(tmp_path / "merged", device="cpu")
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, expected, atol=1e-4, rtol=1e-4)
@@ -185,25 +186,25 @@ def test_lora_wraps_trains_saves_and_loads(fresh_tiny, tmp_path):
 
 def test_fit_embeddings_grows_only_when_tokens_were_added(fresh_tiny):
     model, tokenizer = fresh_tiny
-    assert not ft.fit_embeddings(model, tokenizer)
+    assert not lora.fit_embeddings(model, tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|label|>"]})
-    assert ft.fit_embeddings(model, tokenizer)
+    assert lora.fit_embeddings(model, tokenizer)
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
 
 
 def test_generate_labels_gives_label_indices_or_minus_one(tiny_gpt2, sample):
     model, tokenizer = tiny_gpt2
-    predicted = ft.generate_labels(model, tokenizer, sample.test["text"].tolist()[:5], sample.labels, batch_size=2)
+    predicted = evaluate.generate_labels(model, tokenizer, sample.test["text"].tolist()[:5], sample.labels, batch_size=2)
     assert len(predicted) == 5 and set(predicted) <= {-1, 0, 1}
 
 
 def test_metrics_and_worst_mistakes():
-    metrics = ft.classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], LABELS)
+    metrics = evaluate.classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], LABELS)
     assert metrics["accuracy"] == 0.75
     assert metrics["per_class"]["negative"]["recall"] == 0.5 and metrics["per_class"]["positive"]["precision"] == 2 / 3
     frame = pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 1, 1], "label_name": ["negative", "positive", "positive"]})
     probabilities = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05]])
-    table = ft.worst_mistakes(frame, probabilities, LABELS)
+    table = evaluate.worst_mistakes(frame, probabilities, LABELS)
     assert table["text"].tolist() == ["c", "b"] and table["predicted"].tolist() == ["negative", "negative"]
 
 
@@ -230,7 +231,7 @@ def test_cli_writes_model_and_metrics(tmp_path, capsys):
     assert "tweets_sample.csv" in metrics["data"] and metrics["n_train"] == 32
     assert metrics["learning_rate"] == gptnb.get_profile("tiny").learning_rate
     assert json.loads((tmp_path / "run" / "log_history.json").read_text())
-    model, _ = ft.load_finetuned(tmp_path / "run", device="cpu")
+    model, _ = lora.load_finetuned(tmp_path / "run", device="cpu")
     assert model.config.model_type == "gpt2"
     assert "macro-F1" in capsys.readouterr().out and not _leftovers(tmp_path)
 
@@ -275,7 +276,7 @@ def test_cli_crash_leaves_no_output_dir(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ft, "save_finetuned", interrupted)
+    monkeypatch.setattr(lora, "save_finetuned", interrupted)
     assert _cli(tmp_path) == 130
     assert "nothing was written" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not _leftovers(tmp_path)

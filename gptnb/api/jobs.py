@@ -119,7 +119,8 @@ class JobRunner:
                 shutil.rmtree(self.store.job_dir(job_id) / "trainer", ignore_errors=True)
 
     def _train(self, job_id: str) -> None:
-        from ..finetune import finetune, save_finetuned
+        from ..finetune import finetune
+        from ..lora import save_finetuned
         from ..models import load_model
 
         store, profile, job = self.store, self.profile, self.store.job(job_id)

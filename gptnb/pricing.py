@@ -13,7 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..paths import data_dir
+from .paths import data_dir
 
 PRICES_CSV = "openai_prices.csv"
 PER_MESSAGE, REPLY_PRIMING = 3, 3  # the chat format's own tokens, as OpenAI's cookbook counts them
@@ -56,7 +56,7 @@ def token_counter(openai_model: str, fallback_model: str, timeout: float = 10.0)
     if "encoding" in found:
         encoding = found["encoding"]
         return TokenCounter(lambda text: len(encoding.encode(text)), f"tiktoken {encoding.name} (exact for {openai_model})", True)
-    from ..models import load_tokenizer
+    from .models import load_tokenizer
 
     tokenizer = load_tokenizer(fallback_model)
     why = type(found.get("error", TimeoutError())).__name__
