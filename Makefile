@@ -14,7 +14,7 @@ STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
 
-.PHONY: install lab test test-cpu book clean
+.PHONY: install lab test test-cpu book assignments clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ test-cpu: install
 book: install
 	mkdir -p build
 	$(BIN)/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=3600 --output-dir build $(NOTEBOOKS)
+
+# Student copies of the notebooks (solutions removed, checks kept as autograded tests) in build/assignments/,
+# made with nbgrader; the README's "For instructors" section says how to hand them out and autograde.
+assignments: install
+	$(BIN)/python -m gptnb.exercises.assignments --out build/assignments $(NOTEBOOKS)
 
 clean:
 	rm -rf build .pytest_cache

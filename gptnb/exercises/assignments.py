@@ -1,0 +1,150 @@
+"""Student copies of the notebooks, made with nbgrader: ``python -m gptnb.exercises.assignments [NOTEBOOK ...]``.
+
+``notebooks/`` holds nbgrader's source versions (the conventions are in ``gptnb.exercises``). This builds an
+nbgrader course folder, ``build/assignments/`` by default: ``nbgrader_config.py``, ``source/<stem>/<stem>.ipynb``
+and, from ``nbgrader generate_assignment``, ``release/<stem>/<stem>.ipynb``, the student copies: answer cells hold
+nbgrader's placeholder and are shown open, check cells are read-only autograded tests. The conventions are
+checked first; a broken one stops the build with one line naming the notebook and the cell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from gptnb.paths import REPO_ROOT
+
+TITLE = re.compile(r"^#@title Exercise (\d+\.\d+):.*$", re.MULTILINE)
+CONFIG = '''\
+# nbgrader's configuration for the gptnb course (written by `make assignments`).
+c = get_config()  # noqa: F821 (nbgrader provides it)
+c.CourseDirectory.course_id = "gptnb"
+# Notebooks 04 and 05 train models: a cell may take minutes outside the tiny profile.
+c.Execute.timeout = 1800
+'''
+
+
+class ConventionError(ValueError):
+    """A notebook breaks the exercise conventions; the message is one line naming the notebook and cell."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of a notebook: its number ("4.2") and the positions of its answer and check cells."""
+
+    number: str
+    answer: int
+    check: int
+
+
+def exercises(path: Path) -> list[Exercise]:
+    """The exercises of a source notebook, in order; `ConventionError` where a convention is broken."""
+    cells = nbformat.read(path, as_version=4).cells
+    found, grade_ids = [], set()
+
+    def broken(index: int, what: str) -> ConventionError:
+        return ConventionError(f"{path.name}, cell {index + 1}: {what} (see gptnb/exercises/__init__.py)")
+
+    for index, cell in enumerate(cells):
+        meta = cell.metadata.get("nbgrader", {})
+        is_answer = meta.get("solution", False)
+        is_check = meta.get("grade", False) and not is_answer
+        if "BEGIN SOLUTION" in cell.source and not is_answer:
+            raise broken(index, "has solution markers but is not an answer cell (nbgrader solution: true)")
+        if meta.get("grade_id") in grade_ids:
+            raise broken(index, f"grade id {meta['grade_id']!r} is used twice")
+        if meta.get("grade_id"):
+            grade_ids.add(meta["grade_id"])
+        if is_answer:
+            title = TITLE.match(cell.source)
+            if cell.cell_type != "code" or not title:
+                raise broken(index, "an answer cell must be code starting with '#@title Exercise N.K: ...'")
+            if "### BEGIN SOLUTION" not in cell.source or "### END SOLUTION" not in cell.source:
+                raise broken(index, "answer cell without ### BEGIN SOLUTION / ### END SOLUTION markers")
+            after = cells[index + 1].metadata.get("nbgrader", {}) if index + 1 < len(cells) else {}
+            if not after.get("grade") or after.get("solution"):
+                raise broken(index, "answer cell is not followed right away by its check cell")
+            found.append(Exercise(title.group(1), index, index + 1))
+        elif is_check:
+            if not found or found[-1].check != index:
+                raise broken(index, "check cell is not right after its answer cell")
+            if not meta.get("points"):
+                raise broken(index, "check cell without points (nbgrader points > 0)")
+    return found
+
+
+def open_answer_cells(path: Path) -> None:
+    """Rewrite a student copy so its answer cells are shown open, titled 'Exercise N.K: your answer'."""
+    from nbgrader.utils import compute_checksum
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.metadata.get("jupyter", {}).pop("source_hidden", None)
+            if cell.metadata.get("jupyter") == {}:
+                del cell.metadata["jupyter"]
+            cell.metadata.pop("cellView", None)
+            cell.source = TITLE.sub(r"#@title Exercise \1: your answer", cell.source, count=1)
+            cell.metadata.nbgrader["checksum"] = compute_checksum(cell)
+    nbformat.write(notebook, path)
+
+
+def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``nbgrader *args`` in the course folder, with this Python's scripts on PATH (nbgrader calls alembic)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
+                          check=False, env={**os.environ, "PATH": path})
+
+
+def build(notebooks: list[Path], course: Path) -> list[Path]:
+    """Check `notebooks`, put them into the nbgrader course folder `course`, and return the student copies.
+
+    An existing course folder is updated in place, so its gradebook (``gradebook.db``) and submissions stay.
+    """
+    for path in notebooks:
+        exercises(path)
+    course.mkdir(parents=True, exist_ok=True)
+    (course / "nbgrader_config.py").write_text(CONFIG)
+    copies = []
+    for path in notebooks:
+        (course / "source" / path.stem).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, course / "source" / path.stem / path.name)
+        done = nbgrader(course, "generate_assignment", path.stem, "--force")
+        if done.returncode:
+            raise RuntimeError(f"nbgrader generate_assignment {path.stem} failed:\n{done.stderr[-3000:]}")
+        copy = course / "release" / path.stem / path.name
+        open_answer_cells(copy)
+        copies.append(copy)
+    return copies
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: build the student copies of the given notebooks (default: all of notebooks/)."""
+    parser = argparse.ArgumentParser(prog="python -m gptnb.exercises.assignments", description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="source notebooks (default: notebooks/NN_*.ipynb)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "assignments",
+                        help="the nbgrader course folder (default: build/assignments)")
+    args = parser.parse_args(argv)
+    notebooks = args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    missing = [str(path) for path in notebooks if not path.is_file()]
+    if missing:
+        sys.exit(f"no such notebook: {', '.join(missing)}")
+    try:
+        copies = build(notebooks, args.out)
+    except ConventionError as error:
+        sys.exit(f"make assignments: {error}")
+    for copy in copies:
+        print(f"student copy: {copy}")
+    print(f"Hand out release/<name>/; collect into submitted/<student>/<name>/, then `nbgrader autograde <name>` "
+          f"in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
