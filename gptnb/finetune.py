@@ -28,6 +28,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from .collate import LOSS_ON, CompletionCollator, encode_pairs, padding_share
+from .device import mixed_precision
 from .lora import add_lora, count_trainable, fit_embeddings
 from .memory import PeakMemory
 
@@ -156,7 +157,7 @@ def finetune(
             greater_is_better=False,
             save_total_limit=1,
             save_only_model=True,
-            bf16=device.type == "cuda" and model.dtype == torch.float32 and torch.cuda.is_bf16_supported(),
+            **mixed_precision(device, model.dtype),  # bf16 on Ampere and newer, fp16 with a loss scaler on a T4
             use_cpu=device.type == "cpu",
             dataloader_pin_memory=device.type == "cuda",
             remove_unused_columns=False,
