@@ -131,3 +131,19 @@ def confusion_matrix(y_true, y_pred, labels, title: str = "Confusion matrix", ax
     ax.set_ylabel("true label")
     ax.set_title(title)
     return ax
+
+
+def workflow(steps, title: str = "Workflow", ax=None):
+    """A left-to-right chain of boxes joined by arrows; `steps` are (name, detail) pairs, detail in small print."""
+    ax = ax or plt.subplots(figsize=(2.0 * len(steps), 1.8))[1]
+    for i, (name, detail) in enumerate(steps):
+        ax.text(i, 0.1, name, ha="center", va="center", fontsize=11, weight="bold",
+                bbox={"boxstyle": "round,pad=0.5", "facecolor": "#dbe9f6", "edgecolor": "tab:blue"})
+        ax.text(i, -0.35, detail, ha="center", va="top", fontsize=8, family="monospace")
+        if i:
+            ax.annotate("", xy=(i - 0.42, 0.1), xytext=(i - 0.58, 0.1), arrowprops={"arrowstyle": "->", "lw": 1.5})
+    ax.set_xlim(-0.6, len(steps) - 0.4)
+    ax.set_ylim(-1.0, 0.6)
+    ax.axis("off")
+    ax.set_title(title)
+    return ax
