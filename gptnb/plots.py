@@ -64,6 +64,93 @@ def token_probabilities(table, title: str = "Next-token probabilities", ax=None)
     return ax
 
 
+# The three variants `gpt_block_diagram` marks, and their colours.
+BLOCK_VARIANTS = {"GPT-2": "tab:blue", "GPT-Neo": "tab:orange", "Llama-style (SmolLM2)": "tab:green"}
+
+
+def gpt_block_diagram(ax=None):
+    """A GPT drawn as boxes, input at the bottom: embeddings, N x (norm, masked self-attention, residual,
+    norm, MLP, residual), final norm, LM head; beside each part, how GPT-2, GPT-Neo and Llama-style
+    models (SmolLM2) differ there, one colour per family (`BLOCK_VARIANTS`)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax = ax or plt.subplots(figsize=(13, 9))[1]
+    boxes = [  # (y, label, face colour)
+        (0.5, "input tokens (ids)", "white"),
+        (1.7, "token embedding  +  position embedding", "#dbe9f6"),
+        (3.5, "norm", "#eeeeee"),
+        (4.6, "masked self-attention", "#fde2c8"),
+        (5.7, "+  (residual: add the block's input)", "white"),
+        (6.9, "norm", "#eeeeee"),
+        (8.0, "MLP (feed-forward)", "#d9f0d3"),
+        (9.1, "+  (residual)", "white"),
+        (10.7, "final norm", "#eeeeee"),
+        (11.9, "LM head: a score (logit) per vocabulary token", "#dbe9f6"),
+    ]
+    x, width, height = 0.3, 4.4, 0.7
+    ax.add_patch(FancyBboxPatch((x - 0.2, 2.9), width + 0.4, 6.85, boxstyle="round,pad=0.05", fill=False,
+                                linestyle="--", edgecolor="grey"))
+    ax.text(x - 0.35, 6.3, "N x\nblocks", ha="right", va="center", fontsize=11, fontweight="bold")
+    for (y, label, colour), (next_y, _, _) in zip(boxes, boxes[1:] + [(13.0, "", "")]):
+        ax.add_patch(FancyBboxPatch((x, y - height / 2), width, height, boxstyle="round,pad=0.03",
+                                    facecolor=colour, edgecolor="black"))
+        ax.text(x + width / 2, y, label, ha="center", va="center", fontsize=9.5)
+        ax.annotate("", (x + width / 2, next_y - height / 2), (x + width / 2, y + height / 2),
+                    arrowprops={"arrowstyle": "->"})
+    for start, end in [(2.95, 5.7), (6.2, 9.1)]:  # residual paths: around norm and sublayer, into the "+"
+        ax.annotate("", (x + width, end), (x + width, start),
+                    arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=-0.5", "color": "grey"})
+    notes = [  # (y, [(family, what it does there), ...])
+        (1.7, [("GPT-2", "learned position table, added to the token embedding"), ("GPT-Neo", "the same"),
+               ("Llama-style (SmolLM2)", "no position table: rotary positions rotate q and k inside attention")]),
+        (3.5, [("GPT-2", "pre-LayerNorm: LayerNorm before each sublayer"), ("GPT-Neo", "the same"),
+               ("Llama-style (SmolLM2)", "pre-RMSNorm: rescale only (no mean, no shift)")]),
+        (4.6, [("GPT-2", "global: every earlier token, every layer"),
+               ("GPT-Neo", "global and local (last `window_size` tokens) layers alternating"),
+               ("Llama-style (SmolLM2)", "global, grouped-query (heads share keys/values)")]),
+        (8.0, [("GPT-2", "4x wider, GELU"), ("GPT-Neo", "the same"),
+               ("Llama-style (SmolLM2)", "SwiGLU: gated, three matrices")]),
+        (11.3, [("GPT-2", "tied: the token embedding matrix reused"), ("GPT-Neo", "tied"),
+                ("Llama-style (SmolLM2)", "tied in SmolLM2-135M (larger Llamas: separate)")]),
+    ]
+    for y, lines in notes:
+        for row, (family, text) in enumerate(lines):
+            ax.text(5.3, y + 0.35 - 0.35 * row, f"{family}: {text}", color=BLOCK_VARIANTS[family],
+                    ha="left", va="center", fontsize=9)
+        ax.plot([x + width + 0.55, 5.2], [y, y], color="lightgrey", linewidth=0.8)
+    ax.set_xlim(-0.9, 12.6)
+    ax.set_ylim(0, 12.6)
+    ax.axis("off")
+    ax.set_title("A GPT, bottom to top; coloured notes: where GPT-2, GPT-Neo and Llama-style models differ")
+    return ax
+
+
+def sampling_filters(tokens, before, after: dict, title: str = "How sampling settings reshape the next-token "
+                     "distribution", axes=None):
+    """Bars of the same next tokens' probabilities before (grey) and after each setting (one panel each).
+
+    `before` and every value of `after` are probabilities of `tokens`, each renormalised over the whole
+    vocabulary; a token a filter removed has probability 0.
+    """
+    if axes is None:
+        axes = plt.subplots(1, len(after), figsize=(4.6 * len(after), 1.2 + 0.32 * len(tokens)), sharey=True,
+                            layout="constrained")[1]
+    axes = np.atleast_1d(axes)
+    labels = [repr(token)[1:-1] for token in tokens]
+    rows = np.arange(len(tokens))
+    for ax, (name, probabilities) in zip(axes, after.items()):
+        ax.barh(rows - 0.2, before, height=0.4, color="lightgrey", label="before")
+        ax.barh(rows + 0.2, probabilities, height=0.4, color="tab:blue", label="after")
+        ax.set_yticks(rows, labels)
+        ax.set_xlabel("probability")
+        ax.set_title(name)
+        ax.legend(loc="lower right")
+    axes[0].invert_yaxis()  # most likely on top (the panels share this axis)
+    axes[0].set_ylabel("next token")
+    axes[0].figure.suptitle(title)
+    return axes
+
+
 def accuracy_vs_shots(runs, columns=("accuracy",), metric: str = "accuracy", ax=None):
     """A score against the number of examples in the prompt: one point per draw, the mean as a line,
     the min-max range shaded. `runs` has a column k and each of `columns`; `metric` names the score."""
