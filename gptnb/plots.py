@@ -169,6 +169,27 @@ def accuracy_vs_shots(runs, columns=("accuracy",), metric: str = "accuracy", ax=
     return ax
 
 
+def grouped_bars(table, columns, ylabel: str, title: str, xlabel: str = "", reference: float | None = None,
+                 reference_label: str = "", ax=None):
+    """One group of bars per row of `table` (its index names the group), one bar per column, values (scores or
+    shares between 0 and 1) written on top; `reference` draws a dashed line (e.g. the gold share of positives)."""
+    ax = ax or plt.subplots(figsize=(1.5 + 1.4 * len(table), 4))[1]
+    width = 0.8 / len(columns)
+    for i, column in enumerate(columns):
+        x = np.arange(len(table)) + (i - (len(columns) - 1) / 2) * width
+        bars = ax.bar(x, table[column], width, label=column.replace("_", " "))
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", label=reference_label or None)
+    ax.set_xticks(range(len(table)), [str(name) for name in table.index])
+    ax.set_ylim(0, 1.3)  # room for the legend above bars that reach 1
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", ncol=3)
+    return ax
+
+
 def token_lengths(lengths, max_length: int | None = None, title: str = "Tokens per training example", ax=None):
     """Histogram of tokens per example, with the truncation length marked when given."""
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
