@@ -142,6 +142,8 @@ def sampling_filters(tokens, before, after: dict, title: str = "How sampling set
         ax.barh(rows - 0.2, before, height=0.4, color="lightgrey", label="before")
         ax.barh(rows + 0.2, probabilities, height=0.4, color="tab:blue", label="after")
         ax.set_yticks(rows, labels)
+        ax.locator_params(axis="x", nbins=4)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))  # a flat distribution has tiny probabilities
         ax.set_xlabel("probability")
         ax.set_title(name)
         ax.legend(loc="lower right")
@@ -254,4 +256,28 @@ def workflow(steps, title: str = "Workflow", ax=None):
     ax.set_ylim(-1.0, 0.6)
     ax.axis("off")
     ax.set_title(title)
+    return ax
+
+
+def scores_with_intervals(table, metrics=("accuracy", "macro_f1"), title: str = "Test scores", ax=None):
+    """Horizontal bars of each row's `metrics` (rows named by the column method), with whiskers from the columns
+    ``<metric>_low`` / ``<metric>_high`` (e.g. bootstrap 95 % intervals) where a row has them."""
+    ax = ax or plt.subplots(figsize=(8, 1.2 + 0.55 * len(table) * len(metrics)), layout="constrained")[1]
+    height = 0.8 / len(metrics)
+    rows = np.arange(len(table))
+    for i, metric in enumerate(metrics):
+        values = table[metric].to_numpy(dtype=float)
+        low = table[f"{metric}_low"].to_numpy(dtype=float) if f"{metric}_low" in table else np.full(len(table), np.nan)
+        high = table[f"{metric}_high"].to_numpy(dtype=float) if f"{metric}_high" in table else low
+        whiskers = np.nan_to_num(np.vstack([values - low, high - values]))  # no interval: no whisker
+        y = rows + (i - (len(metrics) - 1) / 2) * height
+        label = {"accuracy": "accuracy", "macro_f1": "macro-F1"}.get(metric, metric.replace("_", " "))
+        bars = ax.barh(y, values, height, xerr=whiskers, capsize=3, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, label_type="center", color="white")
+    ax.set_yticks(rows, [str(method) for method in table["method"]])
+    ax.invert_yaxis()  # the first row on top
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel("score on the test tweets (whiskers: 95 % interval where known)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
     return ax
