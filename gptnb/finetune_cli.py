@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from .data import SOURCES, DataError, TooFewTweets
+from .data import SOURCES, TooFewTweets
+from .files import DataError, replacing
 
 COMPLETE_MARKER = "metrics.json"  # written last: a DIR without it is not a finished run
 
@@ -39,9 +38,9 @@ class CommandError(Exception):
     """A problem the user can fix; printed as one line, exit status 2."""
 
 
-def add_command(commands) -> None:
+def add_command(commands, summary: str) -> None:
     """Register ``gptnb finetune`` on the `gptnb` command's subparsers."""
-    parser = commands.add_parser("finetune", help="fine-tune a model on labelled tweets, write it and metrics.json",
+    parser = commands.add_parser("finetune", help=summary,
                                  description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     parser.set_defaults(run=run)
@@ -161,22 +160,12 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _write_atomically(out: Path, overwrite: bool, result, tokenizer, metrics: dict, save) -> None:
     """Write everything into a hidden sibling folder, then rename it to `out` (replacing it with `overwrite`)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with replacing(out, folder=True) as tmp:
         save(result.model, tokenizer, tmp)
         (tmp / "log_history.json").write_text(json.dumps(result.log_history, indent=1))
         (tmp / COMPLETE_MARKER).write_text(json.dumps(metrics, indent=2, default=str))
         if out.exists():
             _check_out(out, overwrite)  # it may have appeared while training
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

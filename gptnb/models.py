@@ -8,14 +8,9 @@ saying what was asked, what was loaded and why. ``strict=True`` raises instead.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
@@ -23,6 +18,8 @@ from transformers import logging as hf_logging
 
 from . import offline_model
 from .device import pick_device, pick_dtype
+from .files import replacing
+from .hub import hub_reachable
 from .paths import cache_dir, package_dir
 from .profiles import get_profile
 
@@ -114,36 +111,6 @@ class ModelInfo:
         return f"{text}, in place of {self.requested}" if self.substituted else text
 
 
-@lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face hub answers, decided in at most `timeout` seconds.
-
-    ``HF_HUB_OFFLINE=1`` (or ``GPTNB_OFFLINE=1``) answers no without trying.
-    Without this check a missing model costs ~50 s of retries before failing.
-    """
-    if any(os.environ.get(var, "").lower() in {"1", "true", "yes", "on"} for var in ("HF_HUB_OFFLINE", "GPTNB_OFFLINE")):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        _go_offline()
-        return False
-
-
-def _go_offline() -> None:
-    """Put huggingface_hub (and so transformers, datasets) in offline mode for this process.
-
-    `local_files_only=True` alone is not enough: transformers 5 still asks the hub
-    for adapter files and retries for ~50 s before giving up.
-    """
-    import huggingface_hub.constants
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
-
-
 def spec_for(name: str) -> ModelSpec:
     """The registry entry for `name`; any other name is taken as a hub id."""
     key = name.lower()
@@ -177,19 +144,10 @@ def count_parameters(name: str) -> int:
 
 
 def _atomic_dir(target: Path, build) -> Path:
-    """Build a directory with `build(tmp)` and move it into place only once complete."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp)
-        tmp.rename(target)
-    except OSError:
-        if not target.exists():  # a concurrent builder did not win the race either
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Build a directory with `build(tmp)` and move it into place only once complete (once: a built one is kept)."""
+    if not target.exists():
+        with replacing(target, folder=True, keep_existing=True) as tmp:
+            build(tmp)
     return target
 
 

@@ -136,15 +136,3 @@ def get_profile(name: str | None = None) -> Profile:
         )
     return PROFILES[chosen]
 
-
-def start(profile: str | None = None) -> Profile:
-    """Print the gptnb version, profile, device and hub status at the top of a notebook; return the profile."""
-    from . import __version__
-    from .device import describe
-    from .models import hub_reachable
-
-    chosen = get_profile(profile)
-    print(f"gptnb {__version__} | profile {chosen.name}: {chosen.summary}")
-    print(f"device: {describe()}")
-    print(f"hub: {'reachable' if hub_reachable() else 'unreachable, so models and data come from offline copies'}")
-    return chosen

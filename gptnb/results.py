@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
+from .files import replacing
 from .paths import REPO_ROOT
 from .profiles import get_profile
 
@@ -86,9 +87,8 @@ def record(notebook: str, method: str, model: str, metrics: dict, *, profile: st
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
     path = results_path(profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        table.to_csv(tmp, index=False)
     return table
 
 

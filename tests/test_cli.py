@@ -5,13 +5,13 @@ import sys
 
 def test_info_json_lists_offline_models(monkeypatch, capsys):
     monkeypatch.setenv("GPTNB_OFFLINE", "1")
-    from gptnb import cli, models
+    from gptnb import cli, hub
 
-    models.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
     try:
         assert cli.main(["info", "--json"]) == 0
     finally:
-        models.hub_reachable.cache_clear()
+        hub.hub_reachable.cache_clear()
     data = json.loads(capsys.readouterr().out)
     assert data["hub_reachable"] is False
     assert data["models"]["tiny-gpt2"].startswith("offline copy")
@@ -24,3 +24,12 @@ def test_console_script_runs():
                           env={**__import__("os").environ, "GPTNB_OFFLINE": "1"}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "profile" in done.stdout and "smollm2-135m" in done.stdout
+
+
+def test_help_loads_no_heavy_library():
+    """``gptnb --help`` answers without importing torch, transformers or fastapi."""
+    code = ("import sys\nfrom gptnb.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "finetune" in done.stdout and done.stdout.strip().endswith("[]")

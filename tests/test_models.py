@@ -2,16 +2,16 @@ import pytest
 import torch
 
 import gptnb
-from gptnb import models
+from gptnb import hub, models
 
 
 @pytest.fixture
 def offline(monkeypatch):
     """No hub, whatever the machine: the check answers no without touching the network."""
     monkeypatch.setenv("GPTNB_OFFLINE", "1")
-    models.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
     yield
-    models.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
 
 
 def test_real_gpt2_tokenizer_offline(offline):
@@ -67,15 +67,6 @@ def test_unavailable_model_is_substituted_with_a_printed_line(offline, capsys):
 def test_strict_raises_naming_the_remedy(offline):
     with pytest.raises(gptnb.ModelUnavailableError, match=r"cannot load 'gpt2'.*hub is unreachable.*Remedies"):
         gptnb.load_model("gpt2", strict=True, profile="tiny")
-
-
-def test_offline_check_respects_hf_hub_offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    models.hub_reachable.cache_clear()
-    try:
-        assert models.hub_reachable() is False
-    finally:
-        models.hub_reachable.cache_clear()
 
 
 def test_offline_status_lists_the_offline_models(offline):

@@ -10,16 +10,13 @@ the output appears whole or not at all.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import csv_rows, write_atomically
 from ..models import ModelUnavailableError, load_tokenizer
 from ..profiles import get_profile
 from .formats import PROBLEMS, WARNINGS, Example, collect, example_from_pair, read_jsonl, to_record, training_pair
@@ -112,22 +109,14 @@ def read_examples(path: Path) -> tuple[str, list[Example], dict[str, list[int]]]
 
 
 def _read_csv(path: Path, text: str):
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = [cell.strip().lower() for cell in next(reader)]
-        if "prompt" not in header or "completion" not in header:
-            raise PrepareError(
-                f"{path}:1: missing columns: the header is {','.join(header)!r}; a CSV needs 'prompt' and "
-                "'completion' columns (or give a .jsonl file)"
-            )
-        rows, start = [], 2
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                rows.append((start, dict(zip(header, row))))
-            start = reader.line_num + 1  # a quoted field may span several lines
-    except csv.Error as error:
-        raise PrepareError(f"{path}:{reader.line_num}: unreadable CSV ({error}); check its quoting") from None
-    return collect(rows, example_from_pair)
+    rows = csv_rows(path, text, "check its quoting", PrepareError)
+    header = [cell.strip().lower() for cell in rows[0][1]] if rows else []
+    if "prompt" not in header or "completion" not in header:
+        raise PrepareError(
+            f"{path}:1: missing columns: the header is {','.join(header)!r}; a CSV needs 'prompt' and "
+            "'completion' columns (or give a .jsonl file)"
+        )
+    return collect([(line, dict(zip(header, row))) for line, row in rows[1:]], example_from_pair)
 
 
 def prepare_data(
@@ -166,22 +155,9 @@ def prepare_data(
     counter = load_tokenizer(tokenizer)
     counts = [len(counter("".join(training_pair(example, counter))).input_ids) + 1 for example in examples]  # +1: eos
     too_long = [example.line for example, n in zip(examples, counts) if n > max_tokens]
-    _write_jsonl(output, [to_record(example, form) for example in examples])
+    write_atomically(output, "".join(json.dumps(to_record(example, form)) + "\n" for example in examples))
     return Prepared(path, kind, examples, problems, {"too_long": too_long} if too_long else {}, counts,
                     tokenizer, max_tokens, form, output)
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write all records to a temporary file beside `path`, then rename it into place."""
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False)
-    try:
-        with handle:
-            handle.writelines(json.dumps(record) + "\n" for record in records)
-        os.chmod(handle.name, 0o644)  # a temporary file starts private
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -195,11 +171,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(commands) -> None:
+def add_command(commands, summary: str) -> None:
     """Register ``gptnb prepare-data``."""
     parser = commands.add_parser(
         "prepare-data",
-        help="check a CSV/JSONL of examples and write fine-tuning JSONL",
+        help=summary,
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
     parser.add_argument("file", type=Path, help="a .csv with prompt,completion columns, or a .jsonl (chat or prompt/completion)")

@@ -363,9 +363,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(commands) -> None:
+def add_command(commands, summary: str) -> None:
     """Register ``gptnb serve``."""
-    parser = commands.add_parser("serve", help="serve local models behind the OpenAI API (fine-tuning included)",
+    parser = commands.add_parser("serve", help=summary,
                                  description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--model", action="append",
                         help="a gptnb model name to serve and fine-tune; repeat for more (default: the profile's prompting model)")

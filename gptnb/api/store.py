@@ -12,11 +12,12 @@ leaves the old version or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 import time
 from pathlib import Path
+
+from ..files import write_atomically
 
 ACTIVE = ("validating_files", "queued", "running")
 
@@ -28,9 +29,7 @@ def new_id(prefix: str) -> str:
 
 def write_json(path: Path, data) -> None:
     """Write `data` as JSON to `path` atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=1))
 
 
 class Store:

@@ -1,0 +1,83 @@
+"""Reading and writing files safely: `DataError`, CSV rows with their line numbers, atomic writes.
+
+A file is written beside its destination and renamed onto it when complete, so a crash
+leaves the old file or the new one, never half of one. An input that cannot be used raises
+`DataError` with ``file:line: field ...`` and what to do.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message says where and what to do."""
+
+
+def csv_rows(path: Path, text: str, fix: str, error: type[Exception] = DataError) -> list[tuple[int, list[str]]]:
+    """(line, cells) of each row of `text`, the CSV read from `path`, skipping blank rows.
+
+    `line` is where the row starts (a quoted field may span lines). A row the csv module cannot
+    parse raises `error` with ``path:line``, what went wrong and `fix`, the remedy.
+    """
+    reader = csv.reader(io.StringIO(text))
+    rows, start = [], 1
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as problem:
+        raise error(f"{path}:{reader.line_num}: not readable as CSV ({problem}); {fix}") from None
+    return rows
+
+
+@contextmanager
+def replacing(path: str | Path, folder: bool = False, keep_existing: bool = False) -> Iterator[Path]:
+    """``with replacing(path) as tmp:`` write `tmp` (a file, or with `folder` a folder); it becomes `path`.
+
+    `tmp` is beside `path` (same file system, hidden name). When the block ends without an error it is
+    renamed onto `path`, replacing what was there; otherwise it is removed and `path` is left as it was.
+    With `keep_existing`, a folder that another process completed at `path` meanwhile is kept instead.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
+        os.chmod(tmp, 0o644)  # a temporary file starts private
+    try:
+        yield tmp
+        if folder and keep_existing:
+            try:
+                tmp.rename(path)
+            except OSError:
+                if not path.exists():
+                    raise
+        elif folder and path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: str | Path, content: str | bytes) -> None:
+    """Write `content` (text as UTF-8) to `path` through `replacing`."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
