@@ -70,13 +70,13 @@ def check_cells(notebook) -> list:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_has_exercises_and_quizzes_that_follow_the_conventions(path):
     number = path.name[:2]
-    found = exercises(path)
+    found, notebook = exercises(path), cells(path)
     assert len(found) >= 3, f"{path.name}: {len(found)} exercises, at least 3 wanted"
-    quizzes = [cell for cell in cells(path) if cell.cell_type == "code" and "quiz(" in cell.source]
+    quizzes = [cell for cell in notebook if cell.cell_type == "code" and "quiz(" in cell.source]
     assert 2 <= len(quizzes) <= 3, f"{path.name}: {len(quizzes)} quiz cells, 2-3 wanted"
     checks = importlib.import_module(f"gptnb.exercises.nb{number}")
     for exercise in found:
-        answer, check = cells(path)[exercise.answer], cells(path)[exercise.check]
+        answer, check = notebook[exercise.answer], notebook[exercise.check]
         where = f"{path.name}, exercise {exercise.number}"
         assert exercise.number.split(".")[0] == str(int(number)), where
         assert answer.metadata.get("jupyter", {}).get("source_hidden") is True, f"{where}: answer not collapsed"
@@ -274,6 +274,7 @@ def test_student_copy_runs_top_to_bottom_with_every_check_not_answered(course, p
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_autograde_scores_untouched_copy_zero_and_source_full_marks(course, path):
     graded = scores(course[0], path.stem)
-    points = sum(cells(path)[exercise.check].metadata.nbgrader["points"] for exercise in exercises(path))
+    notebook = cells(path)
+    points = sum(notebook[exercise.check].metadata.nbgrader["points"] for exercise in exercises(path))
     assert points > 0
     assert graded == {UNTOUCHED: (0, points), INSTRUCTOR: (points, points)}

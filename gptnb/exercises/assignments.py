@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     notebooks = args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     missing = [str(path) for path in notebooks if not path.is_file()]
     if missing:
-        sys.exit(f"no such notebook: {', '.join(missing)}")
+        sys.exit(f"make assignments: no such notebook: {', '.join(missing)}")
     try:
         copies = build(notebooks, args.out)
-    except ConventionError as error:
+    except (ConventionError, RuntimeError) as error:  # RuntimeError: nbgrader's own log follows the first line
         sys.exit(f"make assignments: {error}")
     for copy in copies:
         print(f"student copy: {copy}")
