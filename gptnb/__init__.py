@@ -3,6 +3,7 @@
 The names below are imported on first use, so that ``import gptnb`` (and ``gptnb --help``)
 does not load torch and transformers.
 """
+
 from __future__ import annotations
 
 import importlib

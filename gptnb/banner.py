@@ -1,4 +1,5 @@
 """The lines every notebook prints first: gptnb's version, the profile, the device and whether the hub answers."""
+
 from __future__ import annotations
 
 from .device import describe

@@ -1,4 +1,5 @@
 """The ``gptnb`` command: ``gptnb info`` (and the subcommands later modules add)."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,8 @@ def _print_info(data: dict) -> None:
         print(f"{package:<13} {found or '-'}")
     print(f"device        {data['device']}")
     print(f"profile       {data['profile']} (set GPTNB_PROFILE=tiny|cpu|gpu to force one)")
-    print(f"hub           {'reachable' if data['hub_reachable'] else 'unreachable: offline copies and substitutes are used'}")
+    hub = "reachable" if data["hub_reachable"] else "unreachable: offline copies and substitutes are used"
+    print(f"hub           {hub}")
     print("models:")
     for name, status in data["models"].items():
         print(f"  {name:<14} {status}")

@@ -4,6 +4,7 @@ Examples are tokenized without padding; the collator pads each batch only to its
 example (dynamic padding) and sets the labels to -100, which the loss ignores, on the
 padding and (by default) the prompt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,9 +65,13 @@ class CompletionCollator:
         # The logits at column t predict the token at t + 1: keep from one column before the first label.
         first_label = int((labels != IGNORE_INDEX).int().argmax(-1).min())
         keep = min(width - first_label + 1, width)
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
-                "labels": labels[:, width - keep:], "logits_to_keep": keep}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "labels": labels[:, width - keep :],
+            "logits_to_keep": keep,
+        }
 
 
 def padding_share(batches) -> float:

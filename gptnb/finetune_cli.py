@@ -17,6 +17,7 @@ Several GPUs: the same command under a launcher runs data-parallel, one process 
     torchrun --nproc_per_node 4 -m gptnb.finetune_cli --model gpt2 --data tweet_eval --out runs/ddp
     accelerate launch --num_processes 4 -m gptnb.finetune_cli --model gpt2 --data tweet_eval --out runs/ddp
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ class CommandError(Exception):
 
 def add_command(commands, summary: str) -> None:
     """Register ``gptnb finetune`` on the `gptnb` command's subparsers."""
-    parser = commands.add_parser("finetune", help=summary,
-                                 description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = commands.add_parser(
+        "finetune",
+        help=summary,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -51,17 +56,30 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="SOURCE", help=f"one of {', '.join(SOURCES)}, or a CSV path")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must not exist)")
     parser.add_argument("--epochs", type=float, help="passes over the training tweets (default: profile)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the profile's learning_rate, "
-                        "or lora_learning_rate with --lora)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default: the profile's learning_rate, or lora_learning_rate with --lora)",
+    )
     parser.add_argument("--batch-size", type=int, help="examples per step and device (default: profile)")
-    parser.add_argument("--max-examples", type=int, help="training tweets (default: the profile's n_train; "
-                        "notebook 04 trains on fewer, finetune_n_train, to stay quick)")
+    parser.add_argument(
+        "--max-examples",
+        type=int,
+        help="training tweets (default: the profile's n_train; "
+        "notebook 04 trains on fewer, finetune_n_train, to stay quick)",
+    )
     parser.add_argument("--max-length", type=int, help="tokens per example, after truncation (default: profile)")
     parser.add_argument("--n-val", type=int, help="validation tweets (default: profile)")
     parser.add_argument("--n-test", type=int, help="test tweets (default: profile)")
     parser.add_argument("--classes", type=int, choices=(2, 3), default=2, help="2: negative/positive, 3: adds neutral")
-    parser.add_argument("--lora", nargs="?", type=int, const=-1, metavar="RANK",
-                        help="train LoRA adapters (rank: the profile's lora_rank unless given)")
+    parser.add_argument(
+        "--lora",
+        nargs="?",
+        type=int,
+        const=-1,
+        metavar="RANK",
+        help="train LoRA adapters (rank: the profile's lora_rank unless given)",
+    )
     parser.add_argument("--profile", help="tiny, cpu or gpu (default: GPTNB_PROFILE or the device)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -76,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"gptnb finetune: error: {error}", file=sys.stderr)
         return 2
     except (torch.OutOfMemoryError, MemoryError):
-        print("gptnb finetune: error: out of memory; try a smaller --batch-size or --max-length, "
-              "--lora, or a smaller --model", file=sys.stderr)
+        print(
+            "gptnb finetune: error: out of memory; try a smaller --batch-size or --max-length, "
+            "--lora, or a smaller --model",
+            file=sys.stderr,
+        )
         return 3
     except KeyboardInterrupt:
         print("gptnb finetune: interrupted; nothing was written", file=sys.stderr)
@@ -116,26 +137,50 @@ def _finetune(args: argparse.Namespace) -> int:
         "max_length": args.max_length or profile.max_length,
         "lora_rank": lora_rank,
     }
-    flags = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "max_length": "--max-length",
-             "lora_rank": "--lora"}
+    flags = {
+        "epochs": "--epochs",
+        "learning_rate": "--lr",
+        "batch_size": "--batch-size",
+        "max_length": "--max-length",
+        "lora_rank": "--lora",
+    }
     for name, value in settings.items():
         if value is not None and value <= 0:
             raise CommandError(f"{flags[name]} must be positive, not {value}")
     try:
-        splits = load_tweets(args.data, classes=args.classes, n_train=args.max_examples or profile.n_train,
-                             n_val=args.n_val, n_test=args.n_test, seed=args.seed, profile=profile.name,
-                             verbose=main_process)
+        splits = load_tweets(
+            args.data,
+            classes=args.classes,
+            n_train=args.max_examples or profile.n_train,
+            n_val=args.n_val,
+            n_test=args.n_test,
+            seed=args.seed,
+            profile=profile.name,
+            verbose=main_process,
+        )
     except TooFewTweets as error:
         raise DataError(f"{error}; lower --n-val and --n-test") from None
     try:
         device = f"cuda:{rank}" if rank >= 0 and torch.cuda.is_available() else None
-        model, tokenizer = load_model(args.model or profile.finetune_model, profile=profile.name,
-                                      device=device, dtype=torch.float32, training=True)
+        model, tokenizer = load_model(
+            args.model or profile.finetune_model,
+            profile=profile.name,
+            device=device,
+            dtype=torch.float32,
+            training=True,
+        )
     except ModelUnavailableError as error:
         raise CommandError(str(error)) from None
     described = describe_model(model)
-    result = finetune(model, tokenizer, tweet_pairs(splits.train, splits.labels), tweet_pairs(splits.val, splits.labels),
-                      seed=args.seed, progress=not args.quiet, **settings)
+    result = finetune(
+        model,
+        tokenizer,
+        tweet_pairs(splits.train, splits.labels),
+        tweet_pairs(splits.val, splits.labels),
+        seed=args.seed,
+        progress=not args.quiet,
+        **settings,
+    )
     if not main_process:
         return 0
     started = time.perf_counter()
@@ -145,7 +190,9 @@ def _finetune(args: argparse.Namespace) -> int:
         "model": described,
         "data": splits.source,
         "labels": list(splits.labels),
-        "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(splits.test),
         **classification_metrics(splits.test["label"].tolist(), probabilities.argmax(-1).tolist(), splits.labels),
         **result.summary(),
         **settings,
@@ -153,8 +200,10 @@ def _finetune(args: argparse.Namespace) -> int:
         "profile": profile.name,
     }
     _write_atomically(out, args.overwrite, result, tokenizer, metrics, save_finetuned)
-    print(f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {len(splits.test)} test tweets; "
-          f"trained in {result.train_seconds:.0f} s ({result.tokens_per_second:.0f} tokens/s); wrote {out}")
+    print(
+        f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {len(splits.test)} test tweets; "
+        f"trained in {result.train_seconds:.0f} s ({result.tokens_per_second:.0f} tokens/s); wrote {out}"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 The lessons themselves (one forward pass, the greedy loop) are written out in the
 notebook; this module holds what the notebook repeats.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -11,8 +12,14 @@ import torch
 STRATEGIES = ("greedy", "beam search", "sampling")
 
 
-def decoding_kwargs(strategy: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    repetition_penalty: float = 1.0, num_beams: int = 4) -> dict:
+def decoding_kwargs(
+    strategy: str,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    num_beams: int = 4,
+) -> dict:
     """`model.generate` arguments for a strategy of `STRATEGIES` and the playground's knobs.
 
     Temperature, top-k and top-p only matter when sampling; ``top_k=0`` and ``top_p=1`` switch them off.
@@ -23,7 +30,9 @@ def decoding_kwargs(strategy: str, temperature: float = 1.0, top_k: int = 0, top
         kwargs = {"do_sample": False, "num_beams": num_beams, "early_stopping": True}
     elif strategy == "sampling":
         if temperature <= 0:
-            raise ValueError("temperature must be > 0 when sampling; for the single most likely text use strategy='greedy'")
+            raise ValueError(
+                "temperature must be > 0 when sampling; for the single most likely text use strategy='greedy'"
+            )
         kwargs = {"do_sample": True, "temperature": temperature, "top_k": top_k, "top_p": top_p}
     else:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -43,8 +52,9 @@ PRESETS: dict[str, dict] = {
 
 
 @torch.no_grad()
-def generate_text(model, tokenizer, prompts: str | list[str], max_new_tokens: int = 30, seed: int | None = 0,
-                  **kwargs) -> list[str]:
+def generate_text(
+    model, tokenizer, prompts: str | list[str], max_new_tokens: int = 30, seed: int | None = 0, **kwargs
+) -> list[str]:
     """The continuations (new text only) of one or more prompts, generated in one left-padded batch.
 
     Left padding puts every prompt's last token at the end of the row, where generation
@@ -61,17 +71,19 @@ def generate_text(model, tokenizer, prompts: str | list[str], max_new_tokens: in
     if seed is not None:
         torch.manual_seed(seed)
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kwargs)
-    return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def top_tokens(tokenizer, probabilities: torch.Tensor, k: int = 10) -> pd.DataFrame:
     """The `k` most likely next tokens of a probability vector over the vocabulary, as a table."""
     values, ids = probabilities.float().topk(k)
-    return pd.DataFrame({
-        "token": [tokenizer.decode([i]) for i in ids.tolist()],
-        "id": ids.tolist(),
-        "probability": values.tolist(),
-    })
+    return pd.DataFrame(
+        {
+            "token": [tokenizer.decode([i]) for i in ids.tolist()],
+            "id": ids.tolist(),
+            "probability": values.tolist(),
+        }
+    )
 
 
 def playground(model, tokenizer, prompt: str = "The meaning of life is", max_new_tokens: int = 30):

@@ -4,6 +4,7 @@ Offline mode is huggingface_hub's own switch: it reads ``HF_HUB_OFFLINE`` and ``
 when imported, and transformers and datasets ask it before every request. This module imports nothing
 from gptnb, so models, data and the notebook banner can all ask it.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The model side of fine-tuning: LoRA adapters, trainable-parameter counts, embeddings, saving and loading."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,13 @@ def add_lora(model, rank: int, alpha: int | None = None, dropout: float = 0.05):
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, task_type="CAUSAL_LM",
-                        fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2 stores its weights transposed
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or 2 * rank,
+        lora_dropout=dropout,
+        task_type="CAUSAL_LM",
+        fan_in_fan_out=model.config.model_type == "gpt2",
+    )  # GPT-2 stores its weights transposed
     return get_peft_model(model, config)
 
 

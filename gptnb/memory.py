@@ -2,6 +2,7 @@
 
 `peak_rss_gib` is the process's largest resident set so far; `PeakMemory` measures one block.
 """
+
 from __future__ import annotations
 
 import threading

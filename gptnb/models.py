@@ -6,6 +6,7 @@ is reachable, then gptnb's own offline copy (the real GPT-2 tokenizer from the
 tiny random models), then the profile's fallback model with one printed line
 saying what was asked, what was loaded and why. ``strict=True`` raises instead.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -54,40 +55,88 @@ MODELS: dict[str, ModelSpec] = {
         # GPT-3 has no public weights; its paper's 175B shape is GPT-2's architecture scaled up.
         ModelSpec("gpt3-175b", None, "gpt2", {"n_layer": 96, "n_embd": 12288, "n_head": 96, "n_positions": 2048}),
         ModelSpec(
-            "gpt-neo-125m", "EleutherAI/gpt-neo-125m", "gpt_neo",
-            {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "attention_types": _neo_layers(6),
-             "max_position_embeddings": 2048, "window_size": 256},
+            "gpt-neo-125m",
+            "EleutherAI/gpt-neo-125m",
+            "gpt_neo",
+            {
+                "hidden_size": 768,
+                "num_layers": 12,
+                "num_heads": 12,
+                "attention_types": _neo_layers(6),
+                "max_position_embeddings": 2048,
+                "window_size": 256,
+            },
         ),
         ModelSpec(
-            "gpt-neo-1.3b", "EleutherAI/gpt-neo-1.3B", "gpt_neo",
-            {"hidden_size": 2048, "num_layers": 24, "num_heads": 16, "attention_types": _neo_layers(12),
-             "max_position_embeddings": 2048, "window_size": 256},
+            "gpt-neo-1.3b",
+            "EleutherAI/gpt-neo-1.3B",
+            "gpt_neo",
+            {
+                "hidden_size": 2048,
+                "num_layers": 24,
+                "num_heads": 16,
+                "attention_types": _neo_layers(12),
+                "max_position_embeddings": 2048,
+                "window_size": 256,
+            },
         ),
         ModelSpec(
-            "gpt-neo-2.7b", "EleutherAI/gpt-neo-2.7B", "gpt_neo",
-            {"hidden_size": 2560, "num_layers": 32, "num_heads": 20, "attention_types": _neo_layers(16),
-             "max_position_embeddings": 2048, "window_size": 256},
+            "gpt-neo-2.7b",
+            "EleutherAI/gpt-neo-2.7B",
+            "gpt_neo",
+            {
+                "hidden_size": 2560,
+                "num_layers": 32,
+                "num_heads": 20,
+                "attention_types": _neo_layers(16),
+                "max_position_embeddings": 2048,
+                "window_size": 256,
+            },
         ),
         ModelSpec(
-            "gpt-j-6b", "EleutherAI/gpt-j-6b", "gptj",
+            "gpt-j-6b",
+            "EleutherAI/gpt-j-6b",
+            "gptj",
             {"n_embd": 4096, "n_layer": 28, "n_head": 16, "rotary_dim": 64, "vocab_size": 50400, "n_positions": 2048},
         ),
         ModelSpec(
-            "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llama",
-            {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-             "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192,
-             "rope_theta": 100000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True},
+            "smollm2-135m",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "llama",
+            {
+                "hidden_size": 576,
+                "intermediate_size": 1536,
+                "num_hidden_layers": 30,
+                "num_attention_heads": 9,
+                "num_key_value_heads": 3,
+                "vocab_size": 49152,
+                "max_position_embeddings": 8192,
+                "rope_theta": 100000.0,
+                "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": True,
+            },
             offline="gguf",
         ),
-        ModelSpec("tiny-gpt2", None, "gpt2", {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 512}, offline="tiny"),
         ModelSpec(
-            "tiny-gpt-neo", None, "gpt_neo",
-            {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "attention_types": _neo_layers(1),
-             "max_position_embeddings": 512, "window_size": 16},
+            "tiny-gpt2", None, "gpt2", {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 512}, offline="tiny"
+        ),
+        ModelSpec(
+            "tiny-gpt-neo",
+            None,
+            "gpt_neo",
+            {
+                "hidden_size": 128,
+                "num_layers": 2,
+                "num_heads": 4,
+                "attention_types": _neo_layers(1),
+                "max_position_embeddings": 512,
+                "window_size": 16,
+            },
             offline="tiny",
         ),
     ]
 }
+
 
 class ModelUnavailableError(RuntimeError):
     """A model could not be loaded from the cache, the hub or an offline copy."""
@@ -266,7 +315,9 @@ def _try_load(spec: ModelSpec, dtype: torch.dtype):
     if spec.hub_id:
         online = hub_reachable()
         try:
-            model = _quietly(AutoModelForCausalLM.from_pretrained, spec.hub_id, dtype=dtype, local_files_only=not online)
+            model = _quietly(
+                AutoModelForCausalLM.from_pretrained, spec.hub_id, dtype=dtype, local_files_only=not online
+            )
             return model, "hub" if online and not _in_hf_cache(spec.hub_id) else "cache"
         except OSError:
             pass

@@ -5,6 +5,7 @@ from; check OpenAI's pricing page before relying on them. Token counts use tikto
 (OpenAI's tokenizer), which downloads its BPE files on first use; offline, a local
 tokenizer stands in and the counts are labelled approximate.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,13 +56,18 @@ def token_counter(openai_model: str, fallback_model: str, timeout: float = 10.0)
     thread.join(timeout)
     if "encoding" in found:
         encoding = found["encoding"]
-        return TokenCounter(lambda text: len(encoding.encode(text)), f"tiktoken {encoding.name} (exact for {openai_model})", True)
+        return TokenCounter(
+            lambda text: len(encoding.encode(text)), f"tiktoken {encoding.name} (exact for {openai_model})", True
+        )
     from .models import load_tokenizer
 
     tokenizer = load_tokenizer(fallback_model)
     why = type(found.get("error", TimeoutError())).__name__
-    return TokenCounter(lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
-                        f"{fallback_model} tokenizer (APPROXIMATE: tiktoken's files could not be downloaded, {why})", False)
+    return TokenCounter(
+        lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
+        f"{fallback_model} tokenizer (APPROXIMATE: tiktoken's files could not be downloaded, {why})",
+        False,
+    )
 
 
 def cost_table(prices: pd.DataFrame, **uses: dict[str, int]) -> pd.DataFrame:

@@ -5,6 +5,7 @@ in seconds (CI); ``cpu`` uses a real small pretrained model and minutes of
 compute (a laptop); ``gpu`` uses the full-size models and data. The profile is
 chosen from the device and can be forced with ``GPTNB_PROFILE``.
 """
+
 from __future__ import annotations
 
 import os
@@ -135,4 +136,3 @@ def get_profile(name: str | None = None) -> Profile:
             f"choose one of {', '.join(PROFILES)}, e.g. GPTNB_PROFILE=tiny"
         )
     return PROFILES[chosen]
-

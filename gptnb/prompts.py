@@ -4,10 +4,9 @@ Label scoring asks the model how likely each label continuation is after the
 prompt (the sum of its tokens' log-probabilities) instead of letting it generate
 free text: one forward pass per prompt, and the answer is always a valid label.
 """
+
 from __future__ import annotations
 
-import copy
-import inspect
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,6 +14,8 @@ from typing import Sequence
 import pandas as pd
 import torch
 from transformers import DynamicCache
+
+from .kvcache import cache_argument, prefix_copy, shared_length
 
 # Zhao et al. (2021), "Calibrate Before Use": inputs that carry no sentiment at all.
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -88,27 +89,14 @@ def _label_ids(tokenizer, prompts: list[str], prompt_ids: list[list[int]], label
         row = []
         for j in range(len(labels)):
             full = joined[i * len(labels) + j]
-            row.append(full[len(ids):] if full[: len(ids)] == ids and len(full) > len(ids) else alone[j])
+            row.append(full[len(ids) :] if full[: len(ids)] == ids and len(full) > len(ids) else alone[j])
         result.append(row)
     for j, label in enumerate(labels):
         if not alone[j]:
-            raise ValueError(f"label {label!r} has no tokens; give each label as the text that follows the prompt, e.g. ' positive'")
+            raise ValueError(
+                f"label {label!r} has no tokens; give each label as the text that follows the prompt, e.g. ' positive'"
+            )
     return result
-
-
-def cache_argument(model) -> str:
-    """The forward argument that takes a key/value cache: ``cache`` in newer transformers, else ``past_key_values``."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model wraps it
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
-
-
-def _shared_prefix(sequences: list[list[int]]) -> int:
-    """How many leading tokens all sequences share, leaving each at least one token of its own."""
-    shortest = min(len(s) for s in sequences)
-    n = 0
-    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
-        n += 1
-    return n
 
 
 @torch.no_grad()
@@ -125,58 +113,68 @@ def label_logprobs(model, tokenizer, prompts: list[str], labels: list[str], batc
     if not prompts or not labels:
         raise ValueError("label_logprobs needs at least one prompt and one label")
     prompt_ids = tokenizer(prompts)["input_ids"]
-    for i, ids in enumerate(prompt_ids):
+    for index, ids in enumerate(prompt_ids):
         if not ids:
-            raise ValueError(f"prompt {i} has no tokens; every prompt needs some text before the label")
-    label_ids = _label_ids(tokenizer, prompts, prompt_ids, labels)
-    device = model.device
-    shared = _shared_prefix(prompt_ids)
-
-    prefix_cache = None
-    if shared:
-        prefix_cache = DynamicCache()
-        model(input_ids=torch.tensor([prompt_ids[0][:shared]], device=device), use_cache=True,
-              **{cache_argument(model): prefix_cache})
-
-    # Every (prompt, label) pair needs the logits that predict the label's tokens: the
-    # model reads the prompt's own tokens plus all but the last label token. Pairs that
-    # read the same tokens (all single-token labels of one prompt) share one row.
-    rows: dict[tuple[int, ...], int] = {}
-    readers: list[list[tuple[int, list[int]]]] = []  # per row: (pair index, the label's token ids)
-    for i, ids in enumerate(prompt_ids):
-        for j, targets in enumerate(label_ids[i]):
-            row = rows.setdefault(tuple(ids[shared:] + targets[:-1]), len(rows))
-            if row == len(readers):
-                readers.append([])
-            readers[row].append((i * len(labels) + j, targets))
-    sequences = list(rows)
-
-    scores = torch.empty(len(prompts) * len(labels), device=device)
-    order = sorted(range(len(sequences)), key=lambda r: len(sequences[r]))  # similar lengths, less padding
+            raise ValueError(f"prompt {index} has no tokens; every prompt needs some text before the label")
+    shared = shared_length(prompt_ids, min(len(ids) for ids in prompt_ids) - 1)  # each keeps a token of its own
+    rows = _plan_rows(prompt_ids, _label_ids(tokenizer, prompts, prompt_ids, labels), shared)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        lengths = [len(sequences[r]) for r in batch]
+    scores = _score_rows(model, rows, prompt_ids[0][:shared], pad, batch_size, len(prompts) * len(labels))
+    return scores.view(len(prompts), len(labels)).cpu()
+
+
+@dataclass
+class _Row:
+    """One sequence the model reads after the shared prefix, and the (prompt, label) pairs scored from it."""
+
+    tokens: tuple[int, ...]
+    pairs: list[tuple[int, list[int]]]  # (pair index: prompt * n_labels + label, the label's token ids)
+
+
+def _plan_rows(prompt_ids: list[list[int]], label_ids: list[list[list[int]]], shared: int) -> list[_Row]:
+    """The rows to run: each (prompt, label) pair needs the logits that predict the label's tokens, so the
+    model reads the prompt's own tokens (after the shared prefix) and all but the last label token. Pairs
+    that read the same tokens (every single-token label of one prompt) share one row."""
+    rows: dict[tuple[int, ...], _Row] = {}
+    for prompt, ids in enumerate(prompt_ids):
+        for label, targets in enumerate(label_ids[prompt]):
+            tokens = tuple(ids[shared:] + targets[:-1])
+            rows.setdefault(tokens, _Row(tokens, [])).pairs.append((prompt * len(label_ids[prompt]) + label, targets))
+    return list(rows.values())
+
+
+def _score_rows(model, rows: list[_Row], prefix: list[int], pad: int, batch_size: int, n_pairs: int) -> torch.Tensor:
+    """The summed log-probability of each pair's label tokens: the rows run in batches of similar length,
+    after the key/value cache of `prefix` (computed once)."""
+    device, argument = model.device, cache_argument(model)
+    prefix_cache = None
+    if prefix:
+        prefix_cache = DynamicCache()
+        model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **{argument: prefix_cache})
+    scores = torch.empty(n_pairs, device=device)
+    rows = sorted(rows, key=lambda row: len(row.tokens))  # similar lengths, less padding
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        lengths = [len(row.tokens) for row in batch]
         width = max(lengths)
         # Right padding keeps every row's tokens right after the shared prefix, so their
         # positions (shared, shared + 1, ...) are the true ones; pads come last and no real
         # token attends to them. (Left padding would shift GPT-Neo's local attention window.)
-        ids = torch.tensor([list(sequences[r]) + [pad] * (width - n) for r, n in zip(batch, lengths)], device=device)
+        ids = torch.tensor([list(row.tokens) + [pad] * (width - n) for row, n in zip(batch, lengths)], device=device)
         own = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=device)
-        mask = torch.cat([torch.ones(len(batch), shared, dtype=own.dtype, device=device), own], dim=1)
+        mask = torch.cat([torch.ones(len(batch), len(prefix), dtype=own.dtype, device=device), own], dim=1)
         cached = {"use_cache": False}
         if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(batch))
-            cached = {cache_argument(model): cache, "use_cache": True}
-        first = min(n - len(targets) for r, n in zip(batch, lengths) for _, targets in readers[r])
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.arange(first, width, device=device),
-                       **cached).logits
-        for k, (r, n) in enumerate(zip(batch, lengths)):
-            for pair, targets in readers[r]:
-                predicting = logits[k, n - len(targets) - first:n - first].float().log_softmax(-1)  # label positions
-                scores[pair] = predicting.gather(-1, torch.tensor(targets, device=device)[:, None]).sum()
-    return scores.view(len(prompts), len(labels)).cpu()
+            cached = {argument: prefix_copy(prefix_cache, batch=len(batch)), "use_cache": True}
+        first = min(n - len(targets) for row, n in zip(batch, lengths) for _, targets in row.pairs)
+        logits = model(
+            input_ids=ids, attention_mask=mask, logits_to_keep=torch.arange(first, width, device=device), **cached
+        ).logits
+        for batch_row, (row, n) in enumerate(zip(batch, lengths)):
+            for pair, targets in row.pairs:
+                label_logits = logits[batch_row, n - len(targets) - first : n - first].float().log_softmax(-1)
+                scores[pair] = label_logits.gather(-1, torch.tensor(targets, device=device)[:, None]).sum()
+    return scores
 
 
 def content_free_prior(content_free_scores: torch.Tensor) -> torch.Tensor:
@@ -189,8 +187,14 @@ def calibrate(scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return scores.log_softmax(-1) - prior
 
 
-def predict_labels(model, tokenizer, prompts: list[str], labels: list[str], batch_size: int = 16,
-                   calibration: torch.Tensor | None = None) -> list[int]:
+def predict_labels(
+    model,
+    tokenizer,
+    prompts: list[str],
+    labels: list[str],
+    batch_size: int = 16,
+    calibration: torch.Tensor | None = None,
+) -> list[int]:
     """The index of the most likely label for each prompt; `calibration` is a `content_free_prior`."""
     scores = label_logprobs(model, tokenizer, prompts, labels, batch_size=batch_size)
     if calibration is not None:

@@ -1,13 +1,15 @@
 """`gptnb prepare-data`: named problems with line numbers, both output formats, clean failures."""
+
 import json
 
 import pytest
 
 from gptnb import cli
 from gptnb.api.formats import plain_chat_prompt
-from gptnb.api.prepare import PrepareError, default_epochs, prepare_data
+from gptnb.api.jobs import default_epochs
+from gptnb.api.prepare import PrepareError, prepare_data
 
-CSV = '''prompt,completion
+CSV = """prompt,completion
 "Tweet: I love it
 Sentiment:", positive
 "Tweet: awful day
@@ -16,17 +18,17 @@ Sentiment:", negative
 Sentiment:", negative
 ,negative
 "Tweet: meh",
-'''
+"""
 
 JSONL_LINES = [
     '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}',
     '{"messages": [{"role": "user", "content": "hi"}]}',
     '{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}',
-    'not json',
-    '[1, 2]',
+    "not json",
+    "[1, 2]",
     '{"prompt": "a", "completion": " b"}',
     '{"prompt": "a"}',
-    '',
+    "",
     '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}',
     '{"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "hello"}]}',
     '{"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "hello"}]}',
@@ -48,8 +50,18 @@ def test_csv_becomes_chat_jsonl_and_problems_carry_line_numbers(tmp_path):
     assert source.read_bytes() == before, "the input is never modified"
     assert prepared.output == tmp_path / "tweets_prepared.jsonl"
     assert read_jsonl(prepared.output) == [
-        {"messages": [{"role": "user", "content": "Tweet: I love it\nSentiment:"}, {"role": "assistant", "content": "positive"}]},
-        {"messages": [{"role": "user", "content": "Tweet: awful day\nSentiment:"}, {"role": "assistant", "content": "negative"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "Tweet: I love it\nSentiment:"},
+                {"role": "assistant", "content": "positive"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Tweet: awful day\nSentiment:"},
+                {"role": "assistant", "content": "negative"},
+            ]
+        },
     ]
     summary = prepared.summary()
     assert "duplicate" in summary and "lines 8, 9" in summary and "billed training tokens" in summary
@@ -61,8 +73,14 @@ def test_every_jsonl_problem_is_named_at_its_line(tmp_path):
     source.write_text("\n".join(JSONL_LINES) + "\n")
     prepared = prepare_data(source, tmp_path / "out.jsonl", form="completion", tokenizer="tiny-gpt2")
     assert prepared.problems == {
-        "missing_assistant_message": [2], "unrecognized_role": [3], "invalid_json": [4], "not_an_object": [5],
-        "missing_keys": [7], "duplicate": [9], "invalid_type": [10], "empty_field": [11],
+        "missing_assistant_message": [2],
+        "unrecognized_role": [3],
+        "invalid_json": [4],
+        "not_an_object": [5],
+        "missing_keys": [7],
+        "duplicate": [9],
+        "invalid_type": [10],
+        "empty_field": [11],
     }
     # A chat example becomes plain-template text; a prompt/completion pair stays exactly as it was.
     assert read_jsonl(tmp_path / "out.jsonl") == [
@@ -88,13 +106,16 @@ def test_auto_epochs_follow_openais_rule(n, epochs):
     assert default_epochs(n) == epochs
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.csv", None, "no such file"),
-    ("cols.csv", "text,label\nhi,1\n", "cols.csv:1: missing columns"),
-    ("binary.jsonl", b"{\"a\": 1}\n\xff\xfe\x00", "binary.jsonl:2: not UTF-8"),
-    ("empty.jsonl", "", "the file is empty"),
-    ("junk.jsonl", "nope\n{]\n", "no usable examples (invalid_json on lines 1, 2)"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.csv", None, "no such file"),
+        ("cols.csv", "text,label\nhi,1\n", "cols.csv:1: missing columns"),
+        ("binary.jsonl", b'{"a": 1}\n\xff\xfe\x00', "binary.jsonl:2: not UTF-8"),
+        ("empty.jsonl", "", "the file is empty"),
+        ("junk.jsonl", "nope\n{]\n", "no usable examples (invalid_json on lines 1, 2)"),
+    ],
+)
 def test_malformed_input_fails_cleanly_without_output(tmp_path, capsys, name, content, message):
     source = tmp_path / name
     if content is not None:
@@ -116,8 +137,21 @@ def test_refuses_to_overwrite_its_input(tmp_path):
 def test_cli_writes_and_reports(tmp_path, capsys):
     source = tmp_path / "t.csv"
     source.write_text(CSV)
-    assert cli.main(["prepare-data", str(source), "-o", str(tmp_path / "o.jsonl"), "--format", "completion",
-                     "--tokenizer", "tiny-gpt2"]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare-data",
+                str(source),
+                "-o",
+                str(tmp_path / "o.jsonl"),
+                "--format",
+                "completion",
+                "--tokenizer",
+                "tiny-gpt2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wrote" in out and "completion format" in out
     assert read_jsonl(tmp_path / "o.jsonl")[0] == {"prompt": "Tweet: I love it\nSentiment:", "completion": " positive"}
@@ -137,7 +171,9 @@ def test_unicode_line_separators_inside_texts_survive(tmp_path):
 def test_a_system_message_opens_every_chat_example(tmp_path, capsys):
     source = tmp_path / "t.csv"
     source.write_text(CSV)
-    assert cli.main(["prepare-data", str(source), "--system", "Classify the sentiment.", "--tokenizer", "tiny-gpt2"]) == 0
+    assert (
+        cli.main(["prepare-data", str(source), "--system", "Classify the sentiment.", "--tokenizer", "tiny-gpt2"]) == 0
+    )
     first = read_jsonl(tmp_path / "t_prepared.jsonl")[0]["messages"]
     assert first[0] == {"role": "system", "content": "Classify the sentiment."} and first[1]["role"] == "user"
     assert cli.main(["prepare-data", str(source), "--system", "x", "--format", "completion"]) == 1

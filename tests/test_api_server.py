@@ -2,6 +2,7 @@
 
 One server (tiny-gpt2, an API key) serves the module; restart and crash tests start more.
 """
+
 import io
 import json
 import math
@@ -58,8 +59,12 @@ def wait(client, job_id, until=DONE, timeout=120):
 
 
 PAIRS = [json.dumps({"prompt": f"Tweet: example {i}\nSentiment:", "completion": " positive"}) for i in range(6)]
-CHATS = [json.dumps({"messages": [{"role": "user", "content": f"Tweet: sample {i}"},
-                                  {"role": "assistant", "content": "positive"}]}) for i in range(3)]
+CHATS = [
+    json.dumps(
+        {"messages": [{"role": "user", "content": f"Tweet: sample {i}"}, {"role": "assistant", "content": "positive"}]}
+    )
+    for i in range(3)
+]
 
 
 # --- models and completions ---------------------------------------------------------------------
@@ -114,10 +119,12 @@ def test_echo_with_zero_tokens_scores_the_prompt(client, tiny_gpt2):
 
 
 def test_stop_string_ends_the_text_before_it(client):
-    full = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12, temperature=0).choices[0].text
+    full = (
+        client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12, temperature=0).choices[0].text
+    )
     stop = full[6:9]
     cut = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12, temperature=0, stop=[stop])
-    assert cut.choices[0].text == full[:full.index(stop)]
+    assert cut.choices[0].text == full[: full.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
 
@@ -132,8 +139,11 @@ def test_several_prompts_n_choices_and_token_id_prompts(client, tiny_gpt2):
 
 def test_seeded_sampling_is_reproducible(client):
     def sample(seed):
-        return client.completions.create(model=MODEL, prompt="Hello", max_tokens=8, temperature=1.0, top_p=0.9,
-                                         seed=seed).choices[0].text
+        return (
+            client.completions.create(model=MODEL, prompt="Hello", max_tokens=8, temperature=1.0, top_p=0.9, seed=seed)
+            .choices[0]
+            .text
+        )
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
@@ -141,23 +151,37 @@ def test_seeded_sampling_is_reproducible(client):
 
 def test_streamed_completion_matches_the_whole_one(client):
     whole = client.completions.create(model=MODEL, prompt="Today", max_tokens=8, temperature=0, stop=["zzz"])
-    chunks = list(client.completions.create(model=MODEL, prompt="Today", max_tokens=8, temperature=0, stop=["zzz"],
-                                            stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model=MODEL,
+            prompt="Today",
+            max_tokens=8,
+            temperature=0,
+            stop=["zzz"],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert chunks[-2].choices[0].finish_reason == "length"
     assert chunks[-1].usage.completion_tokens == 8
 
 
 def test_chat_completion_plain_template_stream_and_logprobs(client):
-    messages = [{"role": "developer", "content": "Answer in one word."},
-                {"role": "user", "content": [{"type": "text", "text": "How was the movie?"}]}]
-    whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5, temperature=0,
-                                           logprobs=True, top_logprobs=2)
+    messages = [
+        {"role": "developer", "content": "Answer in one word."},
+        {"role": "user", "content": [{"type": "text", "text": "How was the movie?"}]},
+    ]
+    whole = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2
+    )
     choice = whole.choices[0]
     assert choice.message.role == "assistant" and choice.message.content == choice.message.content.lstrip()
     assert len(choice.logprobs.content) == whole.usage.completion_tokens
     assert all(len(entry.top_logprobs) == 2 for entry in choice.logprobs.content)
-    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5, temperature=0, stream=True))
+    chunks = list(
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5, temperature=0, stream=True)
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == choice.message.content
     assert chunks[-1].choices[0].finish_reason == choice.finish_reason
@@ -183,18 +207,30 @@ def test_errors_have_openais_shape_and_status(server, client):
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0).models.list()
-    big = httpx.post(f"{server.base_url}/completions", content=b"x" * (5 * 2**20),
-                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    big = httpx.post(
+        f"{server.base_url}/completions",
+        content=b"x" * (5 * 2**20),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
 
 
 HOSTILE = [
-    b"{not json", b"[]", b'"text"', b"null", b'{"model": 5, "prompt": "x"}',
-    b'{"model": "tiny-gpt2", "prompt": [-1]}', b'{"model": "tiny-gpt2", "prompt": [[]]}',
-    b'{"model": "tiny-gpt2", "prompt": [1, "a"]}', b'{"model": "tiny-gpt2", "prompt": [99999999999]}',
-    b'{"model": "tiny-gpt2", "prompt": "x", "max_tokens": 1e30}', b'{"model": "tiny-gpt2", "prompt": "x", "n": 99999}',
-    b'{"model": "tiny-gpt2", "prompt": "x", "seed": 1e400}', b'{"model": "tiny-gpt2", "prompt": "x", "stop": [""]}',
-    b'{"model": "tiny-gpt2", "prompt": "x", "logprobs": -1}', b'{"model": "tiny-gpt2", "prompt": "x", "top_p": NaN}',
+    b"{not json",
+    b"[]",
+    b'"text"',
+    b"null",
+    b'{"model": 5, "prompt": "x"}',
+    b'{"model": "tiny-gpt2", "prompt": [-1]}',
+    b'{"model": "tiny-gpt2", "prompt": [[]]}',
+    b'{"model": "tiny-gpt2", "prompt": [1, "a"]}',
+    b'{"model": "tiny-gpt2", "prompt": [99999999999]}',
+    b'{"model": "tiny-gpt2", "prompt": "x", "max_tokens": 1e30}',
+    b'{"model": "tiny-gpt2", "prompt": "x", "n": 99999}',
+    b'{"model": "tiny-gpt2", "prompt": "x", "seed": 1e400}',
+    b'{"model": "tiny-gpt2", "prompt": "x", "stop": [""]}',
+    b'{"model": "tiny-gpt2", "prompt": "x", "logprobs": -1}',
+    b'{"model": "tiny-gpt2", "prompt": "x", "top_p": NaN}',
     b'{"model": "tiny-gpt2", "prompt": "x", "temperature": Infinity}',
     b'{"model": "tiny-gpt2", "prompt": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     b'{"model": "tiny-gpt2", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
@@ -241,9 +277,16 @@ def test_invalid_uploads_are_refused_with_line_numbers(client):
 def test_fine_tuning_job_lifecycle(client):
     train, val = upload(client, PAIRS), upload(client, CHATS, "val.jsonl")
     job = client.fine_tuning.jobs.create(
-        model=MODEL, training_file=train.id, validation_file=val.id, suffix="unit", seed=1,
-        method={"type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 6, "learning_rate_multiplier": 20}}})
+        model=MODEL,
+        training_file=train.id,
+        validation_file=val.id,
+        suffix="unit",
+        seed=1,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 6, "learning_rate_multiplier": 20}},
+        },
+    )
     assert job.status == "queued" and job.hyperparameters.n_epochs == 20
     assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
     job = wait(client, job.id)
@@ -253,8 +296,14 @@ def test_fine_tuning_job_lifecycle(client):
 
     events = list(reversed(client.fine_tuning.jobs.list_events(job.id, limit=1000).data))
     messages = [event.message for event in events]
-    order = ["Validating training file", "moving job to queued state", "Fine-tuning job started", "Step 1/",
-             "New fine-tuned model created", "The job has successfully completed"]
+    order = [
+        "Validating training file",
+        "moving job to queued state",
+        "Fine-tuning job started",
+        "Step 1/",
+        "New fine-tuned model created",
+        "The job has successfully completed",
+    ]
     positions = [next(i for i, m in enumerate(messages) if key in m) for key in order]
     assert positions == sorted(positions), messages
     losses = [e.data["train_loss"] for e in events if e.type == "metrics" and "train_loss" in e.data]
@@ -268,15 +317,17 @@ def test_fine_tuning_job_lifecycle(client):
     assert job.fine_tuned_model in served and checkpoints[0].fine_tuned_model_checkpoint in served
 
     def label_logprob(model):  # echo scores the prompt: the log-probability of " positive" after "Sentiment:"
-        reply = client.completions.create(model=model, prompt="Tweet: something new\nSentiment: positive",
-                                          max_tokens=0, echo=True, logprobs=0)
+        reply = client.completions.create(
+            model=model, prompt="Tweet: something new\nSentiment: positive", max_tokens=0, echo=True, logprobs=0
+        )
         return reply.choices[0].logprobs.token_logprobs[-1]
 
     tuned, base = label_logprob(job.fine_tuned_model), label_logprob(MODEL)
     assert tuned > base + 1.0, f"training made the label more likely ({base:.2f} -> {tuned:.2f})"
     assert label_logprob(checkpoints[0].fine_tuned_model_checkpoint) > base + 1.0, "a checkpoint is a trained model too"
-    chat = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "Tweet: x"}],
-                                          max_tokens=2, temperature=0)
+    chat = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=[{"role": "user", "content": "Tweet: x"}], max_tokens=2, temperature=0
+    )
     assert chat.choices[0].message.content
     results = client.files.content(job.result_files[0]).text.splitlines()
     assert results[0] == "step,train_loss,valid_loss" and len(results) > 8
@@ -289,7 +340,10 @@ def test_legacy_hyperparameters_and_cancel(client):
     wait(client, job.id, until=("running",))
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    time.sleep(1.0)
+    # Jobs train one at a time: once the next job runs, the cancelled one has wound down.
+    following = client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, hyperparameters={"n_epochs": 50})
+    wait(client, following.id, until=("running",))
+    client.fine_tuning.jobs.cancel(following.id)
     job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "cancelled" and job.fine_tuned_model is None
     assert any(e.message == "Job cancelled" for e in client.fine_tuning.jobs.list_events(job.id))
@@ -306,8 +360,12 @@ def test_job_requests_that_cannot_run(client):
     with pytest.raises(openai.BadRequestError, match="n_epochs"):
         client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, hyperparameters={"n_epochs": 0})
     with pytest.raises(openai.BadRequestError, match="not both"):
-        client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, hyperparameters={"n_epochs": 1},
-                                       method={"type": "supervised", "supervised": {"hyperparameters": {}}})
+        client.fine_tuning.jobs.create(
+            model=MODEL,
+            training_file=train.id,
+            hyperparameters={"n_epochs": 1},
+            method={"type": "supervised", "supervised": {"hyperparameters": {}}},
+        )
     with pytest.raises(openai.BadRequestError, match="supervised"):
         client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, method={"type": "dpo"})
     with pytest.raises(openai.NotFoundError):
@@ -315,14 +373,19 @@ def test_job_requests_that_cannot_run(client):
 
 
 def test_a_restarted_server_keeps_files_jobs_and_models(server, client, data_dir):
+    train = upload(client, PAIRS)
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, hyperparameters={"n_epochs": 1})
+    tuned = wait(client, job.id).fine_tuned_model
+    assert tuned, "the job succeeded"
     jobs = {job.id: job for job in client.fine_tuning.jobs.list()}
-    tuned = next(job.fine_tuned_model for job in jobs.values() if job.status == "succeeded")
     before = client.completions.create(model=tuned, prompt="Tweet: hi\nSentiment:", max_tokens=3, temperature=0)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GPTNB_PROFILE", "tiny")
         with local_server(MODEL, data_dir=data_dir) as again:
             other = again.client(max_retries=0)
-            assert {job.id: job.status for job in other.fine_tuning.jobs.list()} == {i: j.status for i, j in jobs.items()}
+            assert {job.id: job.status for job in other.fine_tuning.jobs.list()} == {
+                i: j.status for i, j in jobs.items()
+            }
             assert {f.id for f in other.files.list()} == {f.id for f in client.files.list()}
             after = other.completions.create(model=tuned, prompt="Tweet: hi\nSentiment:", max_tokens=3, temperature=0)
     assert after.choices[0].text == before.choices[0].text
@@ -339,8 +402,23 @@ def free_port() -> int:
 
 def serve(data_dir, port, log):
     env = {**os.environ, "GPTNB_PROFILE": "tiny", "GPTNB_API_KEY": KEY}
-    process = subprocess.Popen([sys.executable, "-m", "gptnb.cli", "serve", "--model", MODEL, "--port", str(port),
-                                "--data-dir", str(data_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gptnb.cli",
+            "serve",
+            "--model",
+            MODEL,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=30)
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -380,9 +458,16 @@ def test_gptnb_serve_survives_a_crash_mid_job(tmp_path):
 
 
 def test_local_server_stops_cleanly_when_python_exits(tmp_path):
-    code = (f"import gptnb.api as api; server = api.local_server({MODEL!r}, data_dir={str(tmp_path)!r}); "
-            "print(server.client().models.list().data[0].id)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "GPTNB_PROFILE": "tiny"})
+    code = (
+        f"import gptnb.api as api; server = api.local_server({MODEL!r}, data_dir={str(tmp_path)!r}); "
+        "print(server.client().models.list().data[0].id)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "GPTNB_PROFILE": "tiny"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(MODEL)

@@ -20,16 +20,23 @@ def test_info_json_lists_offline_models(monkeypatch, capsys):
 
 
 def test_console_script_runs():
-    done = subprocess.run([sys.executable, "-m", "gptnb.cli", "info"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "GPTNB_OFFLINE": "1"}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "gptnb.cli", "info"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "GPTNB_OFFLINE": "1"},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "profile" in done.stdout and "smollm2-135m" in done.stdout
 
 
 def test_help_loads_no_heavy_library():
     """``gptnb --help`` answers without importing torch, transformers or fastapi."""
-    code = ("import sys\nfrom gptnb.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))")
+    code = (
+        "import sys\nfrom gptnb.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "finetune" in done.stdout and done.stdout.strip().endswith("[]")

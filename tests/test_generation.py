@@ -1,4 +1,5 @@
 """gptnb.generation: presets are valid generate arguments, batched generation equals one-by-one."""
+
 import pytest
 import torch
 from transformers import GenerationConfig
@@ -23,7 +24,13 @@ def test_presets_are_valid_generate_arguments(name, tiny):
 def test_presets_mean_what_they_say():
     assert PRESETS["greedy"]["do_sample"] is False
     assert PRESETS["beam search"]["num_beams"] > 1
-    assert PRESETS["temperature 0.7"] == {**PRESETS["temperature 0.7"], "do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 1.0}
+    assert PRESETS["temperature 0.7"] == {
+        **PRESETS["temperature 0.7"],
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 0,
+        "top_p": 1.0,
+    }
     assert PRESETS["top-k 40"]["top_k"] == 40 and PRESETS["top-p 0.9"]["top_p"] == 0.9
     assert PRESETS["repetition penalty 1.3"]["repetition_penalty"] == 1.3
 

@@ -1,4 +1,5 @@
 """gptnb.hub: offline mode is huggingface_hub's own switch; an unreachable hub switches it on."""
+
 import os
 import subprocess
 import sys
@@ -28,11 +29,15 @@ def _no_network(*args, **kwargs):
 def test_offline_variables_are_honoured(variable):
     """Each variable, set before the process starts, means offline (as huggingface_hub reads it)."""
     code = "from gptnb import hub; print(hub.offline())"
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "GPTNB_OFFLINE"}}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "GPTNB_OFFLINE"}
+    }
     for value, expected in (("1", "True"), ("0", "False")):
-        done = subprocess.run([sys.executable, "-c", code], env=env | {variable: value}, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env | {variable: value}, capture_output=True, text=True, timeout=60
+        )
         assert done.stdout.strip() == expected, done.stderr
 
 

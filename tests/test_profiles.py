@@ -40,6 +40,11 @@ def test_every_profile_names_known_models():
     from gptnb.models import MODELS
 
     for profile in profiles.PROFILES.values():
-        for name in (profile.fallback_model, profile.prompting_model, profile.finetune_model,
-                     profile.finetune_neo_model, *profile.generation_models):
+        for name in (
+            profile.fallback_model,
+            profile.prompting_model,
+            profile.finetune_model,
+            profile.finetune_neo_model,
+            *profile.generation_models,
+        ):
             assert name in MODELS, (profile.name, name)

@@ -1,4 +1,5 @@
 """gptnb.prompts: the prompt builder, label scoring against a hand computation, calibration."""
+
 import pytest
 import torch
 
@@ -27,7 +28,7 @@ def loaded(request):
 def by_hand(model, tokenizer, prompt: str, label: str) -> float:
     """log P(label | prompt) from one unpadded forward pass over prompt + label."""
     prompt_ids = tokenizer(prompt)["input_ids"]
-    label_ids = tokenizer(prompt + label)["input_ids"][len(prompt_ids):]
+    label_ids = tokenizer(prompt + label)["input_ids"][len(prompt_ids) :]
     with torch.no_grad():
         logprobs = model(torch.tensor([prompt_ids + label_ids])).logits[0].log_softmax(-1)
     return sum(logprobs[len(prompt_ids) - 1 + t, token].item() for t, token in enumerate(label_ids))
@@ -39,8 +40,11 @@ def few_shot_prompts() -> list[str]:
 
 
 def test_render_exact_text():
-    builder = FewShotPrompt(instruction="Below are some examples.", template="Review: {text}\nSentiment:{label}",
-                            label_words=(" Negative", " Positive"))
+    builder = FewShotPrompt(
+        instruction="Below are some examples.",
+        template="Review: {text}\nSentiment:{label}",
+        label_words=(" Negative", " Positive"),
+    )
     assert builder.render("The plot was not so good!", [("A hit!", 1), ("Avoid!", 0)]) == (
         "Below are some examples.\n\nReview: A hit!\nSentiment: Positive\n\n"
         "Review: Avoid!\nSentiment: Negative\n\nReview: The plot was not so good!\nSentiment:"
@@ -122,7 +126,9 @@ def test_calibration_through_predict_labels(loaded):
     builder = FewShotPrompt()
     prompts = [builder.render(q, EXAMPLES) for q in QUERIES]
     labels = LABELS[:2]
-    prior = content_free_prior(label_logprobs(model, tokenizer, [builder.render(c, EXAMPLES) for c in CONTENT_FREE], labels))
+    prior = content_free_prior(
+        label_logprobs(model, tokenizer, [builder.render(c, EXAMPLES) for c in CONTENT_FREE], labels)
+    )
     expected = calibrate(label_logprobs(model, tokenizer, prompts, labels), prior).argmax(-1).tolist()
     assert predict_labels(model, tokenizer, prompts, labels, calibration=prior) == expected
 
@@ -130,9 +136,13 @@ def test_calibration_through_predict_labels(loaded):
 @pytest.mark.slow
 def test_smollm2_answers_the_seed_prompt_negative():
     model, tokenizer = gptnb.load_model("smollm2-135m", profile="cpu", device="cpu")
-    builder = FewShotPrompt(instruction="Below are some examples for sentiment detection of movie reviews.",
-                            template="Review: {text}\nSentiment:{label}", label_words=(" Negative", " Positive"))
-    prompt = builder.render("The plot was not so good!", [("I am sure this will become a hit movie.", 1),
-                                                           ("Such a bad movie! Avoid!", 0)])
+    builder = FewShotPrompt(
+        instruction="Below are some examples for sentiment detection of movie reviews.",
+        template="Review: {text}\nSentiment:{label}",
+        label_words=(" Negative", " Positive"),
+    )
+    prompt = builder.render(
+        "The plot was not so good!", [("I am sure this will become a hit movie.", 1), ("Such a bad movie! Avoid!", 0)]
+    )
     scores = label_logprobs(model, tokenizer, [prompt], list(builder.label_words))
     assert scores[0, 0] > scores[0, 1]

@@ -7,6 +7,7 @@ back an ``openai`` client for it::
     client = server.client()
     client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "Hi"}])
 """
+
 from __future__ import annotations
 
 import atexit
@@ -61,8 +62,9 @@ class LocalServer:
         return f"LocalServer({self.base_url}, model={self.model!r}, data in {self._background.settings.data_dir})"
 
 
-def local_server(model: str | list[str] | None = None, *, data_dir: str | Path | None = None,
-                 api_key: str | None = None) -> LocalServer:
+def local_server(
+    model: str | list[str] | None = None, *, data_dir: str | Path | None = None, api_key: str | None = None
+) -> LocalServer:
     """Start `gptnb serve` in the background (a free port of 127.0.0.1) and load its first model.
 
     `model`: the gptnb model name(s) to serve (default: the profile's prompting model).
@@ -73,7 +75,9 @@ def local_server(model: str | list[str] | None = None, *, data_dir: str | Path |
     from .server import default_data_dir
 
     models = tuple([model] if isinstance(model, str) else model or [get_profile().prompting_model])
-    server = LocalServer(models, Path(data_dir) if data_dir else default_data_dir(), api_key or secrets.token_urlsafe(24))
+    server = LocalServer(
+        models, Path(data_dir) if data_dir else default_data_dir(), api_key or secrets.token_urlsafe(24)
+    )
     server._background.app.state.pool.get(server.model)
     return server
 

@@ -6,6 +6,7 @@ k most likely alternatives; `choice_pieces` turns those tokens into text that is
 released only once no stop string can still begin in it. `ModelPool` loads base
 and fine-tuned models on first use.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,7 @@ from typing import Iterator
 import torch
 from transformers import DynamicCache
 
-from ..prompts import cache_argument
+from ..kvcache import cache_argument, prefix_copy, shared_length
 
 
 @dataclass(frozen=True)
@@ -92,18 +93,22 @@ def prompt_tokens(loaded: Loaded, ids: list[int], k: int) -> list[Token]:
 def _cached_prefix(loaded: Loaded, ids: list[int]) -> tuple[DynamicCache, int]:
     """A copy of the previous prompt's cache cut to the tokens `ids` starts with (never all of them), and how many."""
     previous, cache = loaded.prefix
-    limit = min(len(previous), len(ids) - 1)
-    shared = next((i for i in range(limit) if previous[i] != ids[i]), limit)
+    shared = shared_length([previous, ids], min(len(previous), len(ids) - 1))
     if cache is None or shared == 0:
         return DynamicCache(), 0
-    cache = copy.deepcopy(cache)
-    if len(previous) > shared:
-        cache.crop(shared - len(previous))  # a negative count removes that many tokens from the end
-    return cache, shared
+    return prefix_copy(cache, drop_last=len(previous) - shared), shared
 
 
-def generate(loaded: Loaded, ids: list[int], *, max_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-             k: int = 0, generator: torch.Generator | None = None) -> Iterator[Token]:
+def generate(
+    loaded: Loaded,
+    ids: list[int],
+    *,
+    max_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    k: int = 0,
+    generator: torch.Generator | None = None,
+) -> Iterator[Token]:
     """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one."""
     model, eos = loaded.model, loaded.eos_ids
     with loaded.lock:
@@ -132,7 +137,9 @@ class Piece:
     finish_reason: str | None = None
 
 
-def choice_pieces(loaded: Loaded, ids: list[int], stops: tuple[str, ...], max_tokens: int, **sampling) -> Iterator[Piece]:
+def choice_pieces(
+    loaded: Loaded, ids: list[int], stops: tuple[str, ...], max_tokens: int, **sampling
+) -> Iterator[Piece]:
     """Generate one choice as text pieces; the text ends before any stop string, which is never shown,
     or at the end-of-sequence token (finish reason ``stop``), else after `max_tokens` (``length``).
 
@@ -150,7 +157,7 @@ def choice_pieces(loaded: Loaded, ids: list[int], stops: tuple[str, ...], max_to
         text = loaded.tokenizer.decode(generated)
         hits = [at for at in (text.find(stop, max(released - holdback, 0)) for stop in stops) if at >= 0]
         if hits:
-            yield Piece(text[released:min(hits)], tokens, "stop")
+            yield Piece(text[released : min(hits)], tokens, "stop")
             return
         safe = len(text) - holdback - text.endswith("\ufffd")
         if safe > released:

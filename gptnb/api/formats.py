@@ -5,6 +5,7 @@ Chat format, one JSON object a line: ``{"messages": [{"role": "user", "content":
 ``{"prompt": "...", "completion": "..."}``. Both are read into `Example`s; a record
 that cannot be used gets a named problem instead, as in OpenAI's data-prep cookbook.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,10 @@ class Example:
         """The example as chat messages (a prompt/completion pair becomes user/assistant, trimmed)."""
         if self.messages:
             return [{"role": role, "content": content} for role, content in self.messages]
-        return [{"role": "user", "content": self.prompt.strip()}, {"role": "assistant", "content": self.completion.strip()}]
+        return [
+            {"role": "user", "content": self.prompt.strip()},
+            {"role": "assistant", "content": self.completion.strip()},
+        ]
 
     def as_completion(self) -> tuple[str, str]:
         """The example as (prompt, completion); chat turns are rendered with `plain_chat_prompt`."""
@@ -96,7 +100,7 @@ def training_pair(example: Example, tokenizer) -> tuple[str, str]:
     messages = example.as_chat()
     prompt = chat_prompt(messages[:-1], tokenizer)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
-    completion = full[len(prompt):] if full.startswith(prompt) else messages[-1]["content"]
+    completion = full[len(prompt) :] if full.startswith(prompt) else messages[-1]["content"]
     end = completion.rfind(tokenizer.eos_token or "\0")
     return prompt, completion[:end] if end > 0 else completion  # the trainer appends the eos itself
 
@@ -171,10 +175,23 @@ def read_jsonl(text: str) -> tuple[list[Example], dict[str, list[int]]]:
     return collect(((line, row) for line, row in enumerate(rows, start=1) if row.strip()), parse_record)
 
 
+def training_file_examples(text: str) -> tuple[list[Example], str | None]:
+    """The examples of an uploaded fine-tuning file and, when it cannot be trained on, what is wrong.
+
+    Duplicates are harmless for training and not counted as a problem (`gptnb prepare-data` reports them).
+    """
+    examples, problems = read_jsonl(text)
+    problems.pop("duplicate", None)
+    return examples, (problem_summary(problems) or "no examples") if problems or not examples else None
+
+
 def problem_summary(problems: dict[str, list[int]], shown: int = 5) -> str:
     """``"invalid_json on lines 3, 9 (the line is not valid JSON); ..."`` for a problems dict."""
-    return "; ".join(f"{name} on lines {', '.join(map(str, lines[:shown]))}{', ...' if len(lines) > shown else ''} "
-                     f"({PROBLEMS[name]})" for name, lines in problems.items())
+    return "; ".join(
+        f"{name} on lines {', '.join(map(str, lines[:shown]))}{', ...' if len(lines) > shown else ''} "
+        f"({PROBLEMS[name]})"
+        for name, lines in problems.items()
+    )
 
 
 def to_record(example: Example, form: str) -> dict:

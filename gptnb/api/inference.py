@@ -4,6 +4,7 @@ Each turns a checked request (`schemas`) into token ids, runs `engine.choice_pie
 once per choice, and shapes the result as OpenAI does: ``logprobs`` per token,
 ``usage`` counts, server-sent events ending in ``[DONE]`` when ``stream`` is set.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,18 +33,25 @@ def encode(loaded: Loaded, text: str) -> list[int]:
 def check_room(loaded: Loaded, ids: list[int], max_tokens: int, param: str) -> None:
     """400 when the prompt and the tokens asked for do not fit the model's context."""
     if len(ids) + max_tokens > loaded.context_length:
-        raise APIError(400, f"This model's maximum context length is {loaded.context_length} tokens, however you "
-                            f"requested {len(ids) + max_tokens} tokens ({len(ids)} in your prompt; {max_tokens} for "
-                            "the completion). Please reduce your prompt or completion length.",
-                       param=param, code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {loaded.context_length} tokens, however you "
+            f"requested {len(ids) + max_tokens} tokens ({len(ids)} in your prompt; {max_tokens} for "
+            "the completion). Please reduce your prompt or completion length.",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 def sampling(loaded: Loaded, request, k: int | None) -> dict:
     """`engine.generate`'s sampling arguments for a request; a seeded generator makes sampling repeatable."""
     seed = request.seed if request.seed is not None else secrets.randbits(63)
-    return {"temperature": 1.0 if request.temperature is None else request.temperature,
-            "top_p": 1.0 if request.top_p is None else request.top_p, "k": k or 0,
-            "generator": torch.Generator(loaded.model.device).manual_seed(seed)}
+    return {
+        "temperature": 1.0 if request.temperature is None else request.temperature,
+        "top_p": 1.0 if request.top_p is None else request.top_p,
+        "k": k or 0,
+        "generator": torch.Generator(loaded.model.device).manual_seed(seed),
+    }
 
 
 def prompts_of(loaded: Loaded, prompt) -> list[tuple[str, list[int]]]:
@@ -69,17 +77,24 @@ def completion_logprobs(tokens, start: int) -> dict:
     for token in tokens:
         offsets.append(at)
         at += len(token.text)
-    return {"tokens": [t.text for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in tokens], "text_offset": offsets}
+    return {
+        "tokens": [t.text for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 def chat_logprobs(tokens) -> dict:
     """The chat endpoint's ``logprobs``: one entry per token, with its UTF-8 bytes and top alternatives."""
+
     def entry(text: str, logprob: float) -> dict:
         return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
-    return {"content": [{**entry(t.text, t.logprob), "top_logprobs": [entry(s, v) for s, v in t.top]} for t in tokens],
-            "refusal": None}
+    return {
+        "content": [{**entry(t.text, t.logprob), "top_logprobs": [entry(s, v) for s, v in t.top]} for t in tokens],
+        "refusal": None,
+    }
 
 
 def usage(prompt: int, completion: int) -> dict:
@@ -88,6 +103,7 @@ def usage(prompt: int, completion: int) -> dict:
 
 def sse(events) -> StreamingResponse:
     """Server-sent events as OpenAI streams them, ending with ``[DONE]``; an error mid-stream is sent as an event."""
+
     def lines():
         try:
             for event in events:
@@ -120,11 +136,17 @@ def complete(loaded: Loaded, request: CompletionRequest):
 
     def chunk(index, text, tokens, start, finish_reason):
         logprobs = completion_logprobs(tokens, start) if k is not None else None
-        return {"id": cid, "object": "text_completion", "created": created, "model": request.model,
-                "system_fingerprint": FINGERPRINT,
-                "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": request.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
+        }
 
     if request.stream:
+
         def events():
             generated = 0
             for index, prompt, echoed, pieces in choices():
@@ -136,8 +158,14 @@ def complete(loaded: Loaded, request: CompletionRequest):
                     yield chunk(index, piece.text, piece.tokens, at, piece.finish_reason)
                     at += len(piece.text)
             if request.stream_options and request.stream_options.include_usage:
-                yield {"id": cid, "object": "text_completion", "created": created, "model": request.model,
-                       "choices": [], "usage": usage(prompt_count, generated)}
+                yield {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": request.model,
+                    "choices": [],
+                    "usage": usage(prompt_count, generated),
+                }
 
         return sse(events())
     result, generated = [], 0
@@ -146,8 +174,13 @@ def complete(loaded: Loaded, request: CompletionRequest):
         tokens = [token for piece in pieces for token in piece.tokens]
         generated += len(tokens)
         text = "".join(piece.text for piece in pieces)
-        one = chunk(index, (prompt if request.echo else "") + text, echoed + tokens,
-                    0 if request.echo else len(prompt), pieces[-1].finish_reason)
+        one = chunk(
+            index,
+            (prompt if request.echo else "") + text,
+            echoed + tokens,
+            0 if request.echo else len(prompt),
+            pieces[-1].finish_reason,
+        )
         result += one["choices"]
     return {**one, "choices": result, "usage": usage(prompt_count, generated)}
 
@@ -177,21 +210,42 @@ def chat(loaded: Loaded, request: ChatRequest):
             yield text, piece.tokens, piece.finish_reason
 
     def base(choices):
-        return {"id": cid, "created": created, "model": request.model, "system_fingerprint": FINGERPRINT,
-                "choices": choices}
+        return {
+            "id": cid,
+            "created": created,
+            "model": request.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        }
 
     if request.stream:
+
         def events():
             generated = 0
             for index in range(n):
-                yield {**base([{"index": index, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}]), "object": "chat.completion.chunk"}
+                yield {
+                    **base(
+                        [
+                            {
+                                "index": index,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    ),
+                    "object": "chat.completion.chunk",
+                }
                 for text, tokens, finish_reason in reply():
                     generated += len(tokens)
                     delta = {"content": text} if text or not finish_reason else {}
                     logprobs = chat_logprobs(tokens) if k is not None else None
-                    yield {**base([{"index": index, "delta": delta, "logprobs": logprobs,
-                                    "finish_reason": finish_reason}]), "object": "chat.completion.chunk"}
+                    yield {
+                        **base(
+                            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]
+                        ),
+                        "object": "chat.completion.chunk",
+                    }
             if request.stream_options and request.stream_options.include_usage:
                 yield {**base([]), "object": "chat.completion.chunk", "usage": usage(len(ids), generated)}
 
@@ -201,8 +255,12 @@ def chat(loaded: Loaded, request: ChatRequest):
         pieces = list(reply())
         tokens = [token for _, piece_tokens, _ in pieces for token in piece_tokens]
         generated += len(tokens)
-        choices.append({"index": index, "finish_reason": pieces[-1][2],
-                        "message": {"role": "assistant", "content": "".join(text for text, _, _ in pieces),
-                                    "refusal": None},
-                        "logprobs": chat_logprobs(tokens) if k is not None else None})
+        choices.append(
+            {
+                "index": index,
+                "finish_reason": pieces[-1][2],
+                "message": {"role": "assistant", "content": "".join(text for text, _, _ in pieces), "refusal": None},
+                "logprobs": chat_logprobs(tokens) if k is not None else None,
+            }
+        )
     return {**base(choices), "object": "chat.completion", "usage": usage(len(ids), generated)}

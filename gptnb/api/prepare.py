@@ -7,6 +7,7 @@ OpenAI's data-prep cookbook does), shows the token-count distribution and
 estimates the tokens a job would be billed for. The input is never modified and
 the output appears whole or not at all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ from ..files import csv_rows, write_atomically
 from ..models import ModelUnavailableError, load_tokenizer
 from ..profiles import get_profile
 from .formats import PROBLEMS, WARNINGS, Example, collect, example_from_pair, read_jsonl, to_record, training_pair
+from .jobs import default_epochs
 
 FORMATS = ("chat", "completion")
 MAX_LINES_SHOWN = 8
@@ -27,15 +29,6 @@ MAX_LINES_SHOWN = 8
 
 class PrepareError(ValueError):
     """An input that cannot be prepared at all; the message says what to do."""
-
-
-def default_epochs(n_examples: int) -> int:
-    """OpenAI's rule for ``n_epochs="auto"``: 3 epochs, more for tiny sets (≥100 examples seen), fewer for huge ones."""
-    if n_examples * 3 < 100:
-        return min(25, max(1, 100 // max(n_examples, 1)))
-    if n_examples * 3 > 25_000:
-        return max(1, 25_000 // n_examples)
-    return 3
 
 
 @dataclass
@@ -63,10 +56,15 @@ class Prepared:
         """The report, as `gptnb prepare-data` prints it."""
         left_out = sum(len(lines) for lines in self.problems.values())
         lines = [f"{self.source}: {self.kind}, {len(self.examples) + left_out} examples read"]
-        for title, found, meanings in (("left out", self.problems, PROBLEMS), ("kept, but note", self.warnings, WARNINGS)):
+        for title, found, meanings in (
+            ("left out", self.problems, PROBLEMS),
+            ("kept, but note", self.warnings, WARNINGS),
+        ):
             if found:
                 lines.append(f"{title}:")
-                lines += [f"  {name:<26}{len(at):>5}  lines {_lines(at)}  ({meanings[name]})" for name, at in found.items()]
+                lines += [
+                    f"  {name:<26}{len(at):>5}  lines {_lines(at)}  ({meanings[name]})" for name, at in found.items()
+                ]
         if not self.problems:
             lines.append("no problems found")
         counts = sorted(self.token_counts)
@@ -156,14 +154,30 @@ def prepare_data(
     counts = [len(counter("".join(training_pair(example, counter))).input_ids) + 1 for example in examples]  # +1: eos
     too_long = [example.line for example, n in zip(examples, counts) if n > max_tokens]
     write_atomically(output, "".join(json.dumps(to_record(example, form)) + "\n" for example in examples))
-    return Prepared(path, kind, examples, problems, {"too_long": too_long} if too_long else {}, counts,
-                    tokenizer, max_tokens, form, output)
+    return Prepared(
+        path,
+        kind,
+        examples,
+        problems,
+        {"too_long": too_long} if too_long else {},
+        counts,
+        tokenizer,
+        max_tokens,
+        form,
+        output,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        prepared = prepare_data(args.file, args.output, form=args.format, tokenizer=args.tokenizer,
-                                max_tokens=args.max_tokens, system=args.system)
+        prepared = prepare_data(
+            args.file,
+            args.output,
+            form=args.format,
+            tokenizer=args.tokenizer,
+            max_tokens=args.max_tokens,
+            system=args.system,
+        )
     except (PrepareError, ModelUnavailableError) as error:
         print(f"gptnb prepare-data: {error}")
         return 1
@@ -178,10 +192,16 @@ def add_command(commands, summary: str) -> None:
         help=summary,
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
-    parser.add_argument("file", type=Path, help="a .csv with prompt,completion columns, or a .jsonl (chat or prompt/completion)")
+    parser.add_argument(
+        "file", type=Path, help="a .csv with prompt,completion columns, or a .jsonl (chat or prompt/completion)"
+    )
     parser.add_argument("-o", "--output", type=Path, help="where to write (default: <file>_prepared.jsonl)")
     parser.add_argument("--format", choices=FORMATS, default="chat", help="output format (default: chat)")
-    parser.add_argument("--tokenizer", help="count tokens with this model's tokenizer (default: the profile's fine-tuning model)")
-    parser.add_argument("--max-tokens", type=int, help="flag examples longer than this (default: the profile's max_length)")
+    parser.add_argument(
+        "--tokenizer", help="count tokens with this model's tokenizer (default: the profile's fine-tuning model)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, help="flag examples longer than this (default: the profile's max_length)"
+    )
     parser.add_argument("--system", help="open every chat example that has none with this system message")
     parser.set_defaults(run=_run)

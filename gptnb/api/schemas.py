@@ -4,6 +4,7 @@ An argument the server does not know is refused (400), as OpenAI refuses it,
 rather than silently ignored; OpenAI arguments this server does not implement are
 accepted only at their neutral default.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar, Literal, Union
@@ -83,10 +84,13 @@ class CompletionRequest(Sampling):
         def ids(value):
             return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
 
-        if isinstance(prompt, str) or (isinstance(prompt, list) and (
-                all(isinstance(p, str) for p in prompt) or ids(prompt) or all(ids(p) for p in prompt))):
+        if isinstance(prompt, str) or (
+            isinstance(prompt, list)
+            and (all(isinstance(p, str) for p in prompt) or ids(prompt) or all(ids(p) for p in prompt))
+        ):
             return prompt
         raise ValueError("prompt must be a string, a list of strings, a list of token ids or a list of such lists")
+
     max_tokens: int | None = Field(16, ge=0)
     echo: bool | None = False
     logprobs: int | None = Field(None, ge=0, le=5)
@@ -110,7 +114,9 @@ class Message(Strict):
         if isinstance(content, list):
             kinds = {part.get("type") if isinstance(part, dict) else type(part).__name__ for part in content}
             if kinds - {"text"}:
-                raise ValueError(f"only text content parts are supported here, not {', '.join(map(str, kinds - {'text'}))}")
+                raise ValueError(
+                    f"only text content parts are supported here, not {', '.join(map(str, kinds - {'text'}))}"
+                )
         elif not isinstance(content, str):
             raise ValueError("content must be a string or a list of text parts")
         return content
@@ -147,7 +153,9 @@ class Hyperparameters(Strict):
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and (not whole or value == int(value))
         if value is None or value == "auto" or (number and low <= value <= high):
             return value
-        raise ValueError(f"must be 'auto' or {'an integer' if whole else 'a number'} from {low} to {high}, not {value!r}")
+        raise ValueError(
+            f"must be 'auto' or {'an integer' if whole else 'a number'} from {low} to {high}, not {value!r}"
+        )
 
 
 class Supervised(Strict):
@@ -173,7 +181,31 @@ class JobRequest(Strict):
     def hyperparameters_given(self) -> dict:
         """The hyperparameters from ``method.supervised`` (current API) or the top level (older API)."""
         if self.method and self.method.supervised and self.hyperparameters:
-            raise APIError(400, "give hyperparameters in method.supervised or at the top level, not both",
-                           param="hyperparameters")
-        chosen = self.method.supervised.hyperparameters if self.method and self.method.supervised else self.hyperparameters
+            raise APIError(
+                400, "give hyperparameters in method.supervised or at the top level, not both", param="hyperparameters"
+            )
+        chosen = (
+            self.method.supervised.hyperparameters if self.method and self.method.supervised else self.hyperparameters
+        )
         return (chosen or Hyperparameters()).model_dump()
+
+
+# --- responses ---------------------------------------------------------------------------------------
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True

@@ -9,6 +9,7 @@
 Every JSON file is written to a temporary name and renamed into place, so a crash
 leaves the old version or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,16 @@ class Store:
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> dict:
         """Keep `content` as a new file object and return it."""
-        record = {"id": new_id("file"), "object": "file", "bytes": len(content), "created_at": int(time.time()),
-                  "filename": filename, "purpose": purpose, "status": "processed", "status_details": None}
+        record = {
+            "id": new_id("file"),
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "status_details": None,
+        }
         with self._lock:
             self.content_path(record["id"]).write_bytes(content)
             write_json(self.root / "files" / f"{record['id']}.json", record)
@@ -110,8 +119,15 @@ class Store:
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", data: dict | None = None) -> dict:
         """Append an event to a job's log (``type`` is ``metrics`` when `data` is given)."""
-        event = {"id": new_id("ftevent"), "object": "fine_tuning.job.event", "created_at": int(time.time()),
-                 "level": level, "message": message, "data": data, "type": "metrics" if data else "message"}
+        event = {
+            "id": new_id("ftevent"),
+            "object": "fine_tuning.job.event",
+            "created_at": int(time.time()),
+            "level": level,
+            "message": message,
+            "data": data,
+            "type": "metrics" if data else "message",
+        }
         with self._lock, open(self.job_dir(job_id) / "events.jsonl", "a") as log:
             log.write(json.dumps(event) + "\n")
         return event
@@ -138,7 +154,11 @@ class Store:
         """Mark every unfinished job failed because of `reason` (a stop or crash of the server); return their ids."""
         unfinished = [job["id"] for job in self.jobs() if job["status"] in ACTIVE]
         for job_id in unfinished:
-            self.update_job(job_id, status="failed", finished_at=int(time.time()),
-                            error={"code": "server_stopped", "message": reason, "param": None})
+            self.update_job(
+                job_id,
+                status="failed",
+                finished_at=int(time.time()),
+                error={"code": "server_stopped", "message": reason, "param": None},
+            )
             self.add_event(job_id, f"Job failed: {reason}", level="error")
         return unfinished

@@ -1,0 +1,70 @@
+"""FastAPI dependencies of the routes: the server's parts, and a file, job or model by id or 404."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+
+from .engine import Loaded, ModelPool
+from .jobs import JobRunner
+from .registry import ModelRegistry
+from .schemas import APIError
+from .store import Store
+
+
+def get_settings(request: Request):
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_runner(request: Request) -> JobRunner:
+    return request.app.state.runner
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_pool(request: Request) -> ModelPool:
+    return request.app.state.pool
+
+
+def file_or_404(file_id: str, store: Store = Depends(get_store)) -> dict:
+    """The file object `file_id` of the path."""
+    found = store.file(file_id)
+    if found is None:
+        raise APIError(404, f"No such File object: {file_id}", param="id", code="file_not_found")
+    return found
+
+
+def job_or_404(job_id: str, store: Store = Depends(get_store)) -> dict:
+    """The fine-tuning job `job_id` of the path."""
+    job = store.job(job_id)
+    if job is None:
+        raise APIError(
+            404, f"No fine-tuning job {job_id}", param="fine_tuning_job_id", code="fine_tuning_job_not_found"
+        )
+    return job
+
+
+def loaded_model(pool: ModelPool, name: str) -> Loaded:
+    """The served model `name`, loaded (the request body names it, so this is called, not injected)."""
+    try:
+        return pool.get(name)
+    except KeyError:
+        raise APIError(
+            404,
+            f"The model `{name}` does not exist; GET /v1/models lists the models served here",
+            param="model",
+            code="model_not_found",
+        ) from None
+
+
+def page(items: list[dict], after: str | None, limit: int) -> dict:
+    """A cursor page: the items after the one with id `after`, at most `limit` of them."""
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}

@@ -1,0 +1,1 @@
+"""The server's routes, one router per resource: models, completions (text and chat), files, fine-tuning jobs."""
