@@ -1,7 +1,6 @@
 """Scores and the shared results table that notebooks 02, 04 and 05 add rows to."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
 from .files import replacing
-from .paths import REPO_ROOT
+from .paths import results_dir
 from .profiles import get_profile
 
 KEY = ["notebook", "method"]
@@ -62,9 +61,8 @@ def format_interval(metrics: dict, name: str = "macro_f1") -> str:
 
 
 def results_path(profile: str | None = None) -> Path:
-    """The results table of a profile: ``GPTNB_RESULTS`` (a folder), else ``results/`` in the repository."""
-    folder = Path(os.environ.get("GPTNB_RESULTS") or REPO_ROOT / "results")
-    return folder / f"{get_profile(profile).name}.csv"
+    """The results table of a profile, in `gptnb.paths.results_dir()`."""
+    return results_dir() / f"{get_profile(profile).name}.csv"
 
 
 def load_results(profile: str | None = None) -> pd.DataFrame:

@@ -56,3 +56,13 @@ def test_score_with_interval_refuses_mismatched_lengths():
 
     with pytest.raises(ValueError, match="as many predictions"):
         score_with_interval([0, 1], [0])
+
+
+def test_results_go_to_the_current_folder_unless_gptnb_results_says_otherwise(monkeypatch, tmp_path):
+    from gptnb.results import results_path
+
+    monkeypatch.delenv("GPTNB_RESULTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert results_path("tiny") == tmp_path / "results" / "tiny.csv"
+    monkeypatch.setenv("GPTNB_RESULTS", str(tmp_path / "elsewhere"))
+    assert results_path("tiny") == tmp_path / "elsewhere" / "tiny.csv"
