@@ -3,6 +3,8 @@
 Each turns a checked request (`schemas`) into token ids, runs `engine.choice_pieces`
 once per choice, and shapes the result as OpenAI does: ``logprobs`` per token,
 ``usage`` counts, server-sent events ending in ``[DONE]`` when ``stream`` is set.
+Both build the stream's chunks (typed: `schemas.Completion`, `schemas.ChatCompletion`);
+the whole response is those chunks joined, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import secrets
 import time
 import traceback
+from typing import Iterator
 
 import torch
 from fastapi.responses import StreamingResponse
@@ -18,7 +21,21 @@ from fastapi.responses import StreamingResponse
 from .. import __version__
 from .engine import Loaded, choice_pieces, prompt_tokens
 from .formats import PLAIN_CHAT_STOPS, chat_prompt
-from .schemas import DEFAULT_CHAT_MAX_TOKENS, MAX_PROMPTS, APIError, ChatRequest, CompletionRequest
+from .schemas import (
+    DEFAULT_CHAT_MAX_TOKENS,
+    MAX_PROMPTS,
+    APIError,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Usage,
+    response_json,
+)
 from .store import new_id
 
 FINGERPRINT = f"gptnb-{__version__}"
@@ -97,10 +114,6 @@ def chat_logprobs(tokens) -> dict:
     }
 
 
-def usage(prompt: int, completion: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
 def sse(events) -> StreamingResponse:
     """Server-sent events as OpenAI streams them, ending with ``[DONE]``; an error mid-stream is sent as an event."""
 
@@ -125,64 +138,43 @@ def complete(loaded: Loaded, request: CompletionRequest):
     for _, ids in prompts:
         check_room(loaded, ids, max_tokens, "max_tokens")
     options = sampling(loaded, request, k)
-    created, cid = int(time.time()), new_id("cmpl")
-    prompt_count = sum(len(ids) for _, ids in prompts)
+    head = {"id": new_id("cmpl"), "created": int(time.time()), "model": request.model}
 
-    def choices():
-        for p, (text, ids) in enumerate(prompts):
-            echoed = prompt_tokens(loaded, ids, k) if request.echo and k is not None else []
-            for j in range(n):
-                yield p * n + j, text, echoed, choice_pieces(loaded, ids, request.stop, max_tokens, **options)
-
-    def chunk(index, text, tokens, start, finish_reason):
+    def chunk(index: int, text: str, tokens, start: int, finish_reason: str | None) -> Completion:
         logprobs = completion_logprobs(tokens, start) if k is not None else None
-        return {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": request.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
-        }
+        choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
+        return Completion(**head, system_fingerprint=FINGERPRINT, choices=[choice])
 
-    if request.stream:
-
-        def events():
-            generated = 0
-            for index, prompt, echoed, pieces in choices():
+    def chunks() -> Iterator[Completion]:
+        """The stream: each choice's pieces (after its prompt, with ``echo``), then the usage."""
+        generated = 0
+        for p, (prompt, ids) in enumerate(prompts):
+            echoed = prompt_tokens(loaded, ids, k) if request.echo and k is not None else []
+            for index in range(p * n, p * n + n):
                 if request.echo:
                     yield chunk(index, prompt, echoed, 0, None)
                 at = len(prompt)
-                for piece in pieces:
+                for piece in choice_pieces(loaded, ids, request.stop, max_tokens, **options):
                     generated += len(piece.tokens)
                     yield chunk(index, piece.text, piece.tokens, at, piece.finish_reason)
                     at += len(piece.text)
-            if request.stream_options and request.stream_options.include_usage:
-                yield {
-                    "id": cid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": request.model,
-                    "choices": [],
-                    "usage": usage(prompt_count, generated),
-                }
+        yield Completion(**head, choices=[], usage=Usage.of(sum(len(ids) for _, ids in prompts), generated))
 
-        return sse(events())
-    result, generated = [], 0
-    for index, prompt, echoed, pieces in choices():
-        pieces = list(pieces)
-        tokens = [token for piece in pieces for token in piece.tokens]
-        generated += len(tokens)
-        text = "".join(piece.text for piece in pieces)
-        one = chunk(
-            index,
-            (prompt if request.echo else "") + text,
-            echoed + tokens,
-            0 if request.echo else len(prompt),
-            pieces[-1].finish_reason,
+    if request.stream:
+        return sse(_with_usage(chunks(), request))
+    *pieces, last = chunks()
+    choices: dict[int, CompletionChoice] = {}
+    for piece in pieces:
+        new = piece.choices[0]
+        old = choices.setdefault(
+            new.index, CompletionChoice(index=new.index, text="", logprobs=None, finish_reason=None)
         )
-        result += one["choices"]
-    return {**one, "choices": result, "usage": usage(prompt_count, generated)}
+        old.text += new.text
+        old.logprobs = _joined(old.logprobs, new.logprobs)
+        old.finish_reason = new.finish_reason
+    return response_json(
+        Completion(**head, system_fingerprint=FINGERPRINT, choices=list(choices.values()), usage=last.usage)
+    )
 
 
 def chat(loaded: Loaded, request: ChatRequest):
@@ -199,68 +191,63 @@ def chat(loaded: Loaded, request: ChatRequest):
     max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
     k = (request.top_logprobs or 0) if request.logprobs else None
     options, n = sampling(loaded, request, k), request.n or 1
-    created, cid = int(time.time()), new_id("chatcmpl")
+    head = {
+        "id": new_id("chatcmpl"),
+        "created": int(time.time()),
+        "model": request.model,
+        "system_fingerprint": FINGERPRINT,
+    }
 
-    def reply():
-        """(text, tokens, finish_reason) pieces; a plain-template reply loses its leading space."""
-        started = not plain
-        for piece in choice_pieces(loaded, ids, stops, max_tokens, **options):
-            text = piece.text if started else piece.text.lstrip()
-            started = started or bool(text)
-            yield text, piece.tokens, piece.finish_reason
+    def chunk(index: int, delta: dict, logprobs: dict | None, finish_reason: str | None) -> ChatCompletion:
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
+        return ChatCompletion(**head, object="chat.completion.chunk", choices=[choice])
 
-    def base(choices):
-        return {
-            "id": cid,
-            "created": created,
-            "model": request.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": choices,
-        }
+    def chunks() -> Iterator[ChatCompletion]:
+        """The stream: each reply's role, then its pieces (a plain-template reply loses its leading space),
+        then the usage."""
+        generated = 0
+        for index in range(n):
+            yield chunk(index, {"role": "assistant", "content": ""}, None, None)
+            started = not plain
+            for piece in choice_pieces(loaded, ids, stops, max_tokens, **options):
+                text = piece.text if started else piece.text.lstrip()
+                started = started or bool(text)
+                generated += len(piece.tokens)
+                logprobs = chat_logprobs(piece.tokens) if k is not None else None
+                yield chunk(
+                    index, {"content": text} if text or not piece.finish_reason else {}, logprobs, piece.finish_reason
+                )
+        yield ChatCompletion(**head, object="chat.completion.chunk", choices=[], usage=Usage.of(len(ids), generated))
 
     if request.stream:
-
-        def events():
-            generated = 0
-            for index in range(n):
-                yield {
-                    **base(
-                        [
-                            {
-                                "index": index,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    ),
-                    "object": "chat.completion.chunk",
-                }
-                for text, tokens, finish_reason in reply():
-                    generated += len(tokens)
-                    delta = {"content": text} if text or not finish_reason else {}
-                    logprobs = chat_logprobs(tokens) if k is not None else None
-                    yield {
-                        **base(
-                            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]
-                        ),
-                        "object": "chat.completion.chunk",
-                    }
-            if request.stream_options and request.stream_options.include_usage:
-                yield {**base([]), "object": "chat.completion.chunk", "usage": usage(len(ids), generated)}
-
-        return sse(events())
-    choices, generated = [], 0
-    for index in range(n):
-        pieces = list(reply())
-        tokens = [token for _, piece_tokens, _ in pieces for token in piece_tokens]
-        generated += len(tokens)
-        choices.append(
-            {
-                "index": index,
-                "finish_reason": pieces[-1][2],
-                "message": {"role": "assistant", "content": "".join(text for text, _, _ in pieces), "refusal": None},
-                "logprobs": chat_logprobs(tokens) if k is not None else None,
-            }
+        return sse(_with_usage(chunks(), request))
+    *pieces, last = chunks()
+    choices: dict[int, ChatChoice] = {}
+    for piece in pieces:
+        new = piece.choices[0]
+        old = choices.setdefault(
+            new.index, ChatChoice(index=new.index, finish_reason=None, message=ChatMessage(content=""), logprobs=None)
         )
-    return {**base(choices), "object": "chat.completion", "usage": usage(len(ids), generated)}
+        old.message.content += new.delta.get("content", "")
+        old.logprobs = _joined(old.logprobs, new.logprobs)
+        old.finish_reason = new.finish_reason
+    return response_json(
+        ChatCompletion(**head, object="chat.completion", choices=list(choices.values()), usage=last.usage)
+    )
+
+
+def _with_usage(chunks, request) -> Iterator[dict]:
+    """The stream's chunks as JSON data; the last, the usage, only when ``stream_options.include_usage`` asks."""
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    for chunk in chunks:
+        if chunk.usage is None or include_usage:
+            yield response_json(chunk)
+
+
+def _joined(whole: dict | None, piece: dict | None) -> dict | None:
+    """Logprobs of a whole choice from those of its pieces: each list of the piece appended to the whole's."""
+    if piece is None:
+        return whole
+    if whole is None:
+        return {key: list(value) if isinstance(value, list) else value for key, value in piece.items()}
+    return {key: whole[key] + value if isinstance(value, list) else value for key, value in piece.items()}

@@ -209,3 +209,72 @@ class Deleted(BaseModel):
     id: str
     object: str
     deleted: bool = True
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt: int, completion: int) -> Usage:
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict | None
+    finish_reason: str | None
+
+
+class Completion(BaseModel):
+    """A ``/v1/completions`` response, and each chunk of its stream (one choice's piece, or the usage)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    finish_reason: str | None
+    message: ChatMessage
+    logprobs: dict | None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: dict
+    logprobs: dict | None
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    """A ``/v1/chat/completions`` response (``choices`` of `ChatChoice`), and each chunk of its stream
+    (``object`` ``chat.completion.chunk``, one `ChatChunkChoice` or the usage)."""
+
+    id: str
+    object: Literal["chat.completion", "chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice] | list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+def response_json(response: Completion | ChatCompletion) -> dict:
+    """The response as JSON data; ``usage`` and ``system_fingerprint`` appear only when they have a value."""
+    return response.model_dump(
+        exclude={name for name in ("usage", "system_fingerprint") if getattr(response, name) is None}
+    )
