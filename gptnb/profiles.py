@@ -100,9 +100,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "gpu": Profile(
         name="gpu",
-        summary="full-size models and >=10k examples on one GPU",
+        summary="larger models and >=10k examples on one 16 GB GPU (Colab's free T4 is enough)",
         fallback_model="smollm2-135m",
-        prompting_model="gpt2-xl",
+        # Notebook 05 serves this model and LoRA-trains a second copy in one process: gpt2-large (774M) takes ~10 GB
+        # on a T4 at batch 16 (fp16 serving, fp32 weights + fp16 autocast training); gpt2-xl would need ~19 GB.
+        prompting_model="gpt2-large",
         generation_models=("gpt2-large", "gpt-neo-1.3b"),
         finetune_model="gpt2",
         finetune_neo_model="gpt-neo-125m",
@@ -114,7 +116,7 @@ PROFILES: dict[str, Profile] = {
         draws=5,
         n_sweep=500,
         epochs=3,
-        batch_size=32,
+        batch_size=16,
         learning_rate=5e-5,
         max_length=128,
         lora_rank=16,

@@ -48,3 +48,18 @@ def test_every_profile_names_known_models():
             *profile.generation_models,
         ):
             assert name in MODELS, (profile.name, name)
+
+
+def test_gpu_profile_fits_a_16_gb_t4():
+    """Notebook 05 serves the prompting model in fp16 while LoRA-training a copy with fp32 weights; notebook 03 holds
+    two generation models in fp16. Weights alone must leave most of a T4's 15 GiB for activations and the cache."""
+    import gptnb
+
+    gpu = profiles.get_profile("gpu")
+    gib = 2**30
+    serving_and_training = gptnb.count_parameters(gpu.prompting_model) * (2 + 4) / gib
+    two_generators = sum(gptnb.count_parameters(name) for name in gpu.generation_models) * 2 / gib
+    full_finetune = gptnb.count_parameters(gpu.finetune_model) * 16 / gib  # fp32 weights, gradients, Adam moments
+    assert serving_and_training < 6, f"{gpu.prompting_model}: {serving_and_training:.1f} GiB of weights in notebook 05"
+    assert two_generators < 6 and full_finetune < 4
+    assert gpu.batch_size <= 16
