@@ -11,23 +11,23 @@ from .schemas import APIError
 from .store import Store
 
 
-def get_settings(request: Request):
-    return request.app.state.settings
-
-
 def get_store(request: Request) -> Store:
+    """The server's `Store` (files, jobs, events, checkpoints)."""
     return request.app.state.store
 
 
 def get_runner(request: Request) -> JobRunner:
+    """The server's fine-tuning `JobRunner`."""
     return request.app.state.runner
 
 
 def get_registry(request: Request) -> ModelRegistry:
+    """The names the server answers to (`ModelRegistry`)."""
     return request.app.state.registry
 
 
 def get_pool(request: Request) -> ModelPool:
+    """The server's loaded models (`ModelPool`)."""
     return request.app.state.pool
 
 

@@ -15,6 +15,8 @@ MiB = 2**20
 
 
 class BodyTooLarge(APIError):
+    """413: the request body is past the server's limit."""
+
     def __init__(self, limit: int):
         super().__init__(
             413, f"the request body is larger than this server's limit of {limit // MiB} MiB", code="request_too_large"
