@@ -98,7 +98,8 @@ def check_calibrated_probs(calibrated_probs) -> bool:
         expected = calibrate(scores, content_free_prior(content_free)).softmax(-1)
         got = torch.as_tensor(call_answer(calibrated_probs, scores.clone(), content_free.clone()),
                               dtype=torch.float32)
-        assert got.shape == expected.shape, f"expected shape {tuple(expected.shape)} (inputs x labels), got {tuple(got.shape)}"
+        assert got.shape == expected.shape, \
+            f"expected shape {tuple(expected.shape)} (inputs x labels), got {tuple(got.shape)}"
         if torch.allclose(got, expected, atol=1e-4):
             return
         assert torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4), \
