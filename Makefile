@@ -14,7 +14,7 @@ STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
 
-.PHONY: install lab test test-cpu book assignments clean
+.PHONY: install lab test test-cpu test-min book assignments clean
 
 install: $(STAMP)
 
@@ -38,6 +38,16 @@ test: install
 # Every notebook in the cpu profile: the real offline pretrained model (minutes each).
 test-cpu: install
 	GPTNB_PROFILE=cpu $(PYTEST_NB) $(NOTEBOOKS)
+
+# The unit tests with every dependency at its declared floor (.ci/min-versions.txt), in a Python 3.11 venv of its
+# own and a gptnb cache of its own, so that the floors in pyproject.toml stay true.
+MIN_VENV ?= .venv-min
+MIN_PYTHON ?= python3.11
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(MIN_PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet -c .ci/min-versions.txt -e ".[dev]" \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	GPTNB_PROFILE=tiny GPTNB_CACHE=$(abspath $(MIN_VENV))/cache $(MIN_VENV)/bin/python -m pytest -p no:cacheprovider tests
 
 # Executed copies of every notebook as HTML in build/ (profile: GPTNB_PROFILE or auto).
 book: install
