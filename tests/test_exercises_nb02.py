@@ -19,7 +19,7 @@ def placeholder(*args):
 def review_prompt(examples, query):
     blocks = ["\nBelow are some examples for sentiment detection of movie reviews."]
     blocks += [f"Review: {text}\nSentiment: {['Negative', 'Positive'][label]}" for text, label in examples]
-    return "\n\n".join(blocks + [f"Review: {query}\nSentiment:"])
+    return "\n".join(blocks + [f"Review: {query}\nSentiment:"])
 
 
 def label_scores(model, tokenizer, prompt, label_words):
@@ -65,7 +65,7 @@ def test_review_prompt_right_and_placeholder(capsys):
 @pytest.mark.parametrize("wrong, told", [
     (lambda examples, query: review_prompt(examples, query).lstrip("\n"), "must start with a newline"),
     (lambda examples, query: review_prompt(examples, query) + " ", "end exactly at 'Sentiment:'"),
-    (lambda examples, query: review_prompt(examples, query).replace("\n\n", "\n"), "line 3 of your prompt"),
+    (lambda examples, query: review_prompt(examples, query).replace("\nReview", "\n\nReview"), "line 3 of your prompt"),
     (lambda examples, query: review_prompt(sorted(examples, key=lambda e: e[1]), query), "other order"),
     (lambda examples, query: None, "must return a str"),
 ])
