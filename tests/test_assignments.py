@@ -57,7 +57,7 @@ def errors(notebook) -> list[str]:
 
 
 def printed(cell) -> str:
-    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+    return "".join(output.text for output in cell.outputs if output.get("name") == "stdout")
 
 
 def check_cells(notebook) -> list:
@@ -97,11 +97,14 @@ def test_at_least_15_exercises_in_all():
 # --- the builder, on a tiny notebook made here ------------------------------------------------------------------
 
 CHECKS = '''\
+import warnings
+
 from gptnb.exercises import call_answer, report
 
 
 def check_double(double):
     def check():
+        warnings.warn("a library deprecates something", FutureWarning)  # to stderr, which nbgrader counts as failed
         got = call_answer(double, 21)
         assert got == 42, f"double(21) returned {got!r}, not twice 21"
     report("9.1", check)
