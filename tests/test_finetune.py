@@ -237,29 +237,13 @@ def test_metrics_and_worst_mistakes():
 # --- the command line ----------------------------------------------------------------------
 
 
+# A small run of the tiny profile: 32 training tweets, one epoch.
+SMALL_RUN = ("--profile", "tiny", "--quiet", "--max-examples", "32", "--n-val", "8", "--n-test", "16", "--epochs", "1")
+
+
 def _cli(tmp_path, *extra, data=None, out="run"):
     data = data or str(gptnb.paths.data_dir() / "tweets_sample.csv")
-    return main(
-        [
-            "finetune",
-            "--profile",
-            "tiny",
-            "--data",
-            data,
-            "--out",
-            str(tmp_path / out),
-            "--quiet",
-            "--max-examples",
-            "32",
-            "--n-val",
-            "8",
-            "--n-test",
-            "16",
-            "--epochs",
-            "1",
-            *extra,
-        ]
-    )
+    return main(["finetune", "--data", data, "--out", str(tmp_path / out), *SMALL_RUN, *extra])
 
 
 def _leftovers(tmp_path):
@@ -333,29 +317,16 @@ def test_cli_crash_leaves_no_output_dir(tmp_path, monkeypatch, capsys):
 def test_cli_runs_data_parallel_under_torchrun(tmp_path):
     """Two processes (gloo on the CPU, as NCCL would be on GPUs): each step takes a batch per process."""
     out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
+        *launcher,
         "-m",
         "gptnb.finetune_cli",
-        "--profile",
-        "tiny",
         "--data",
         "sample",
         "--out",
         str(out),
-        "--quiet",
-        "--max-examples",
-        "32",
-        "--n-val",
-        "8",
-        "--n-test",
-        "16",
-        "--epochs",
-        "1",
+        *SMALL_RUN,
         "--batch-size",
         "8",
     ]
