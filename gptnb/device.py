@@ -1,4 +1,5 @@
 """Which device and dtype to run on: cuda, then mps, then cpu."""
+
 from __future__ import annotations
 
 import os

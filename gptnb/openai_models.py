@@ -6,6 +6,7 @@ with the date it was listed and a note. `choose_model` asks the server which mod
 or the local ``gptnb serve``, whose list holds the profile's model) and takes the first listed one
 it offers; when none is offered it says which file to edit, instead of a 404 at the first request.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Where things live: gptnb's cache, its data files, the results table, installed packages' files."""
+
 from __future__ import annotations
 
 import importlib.resources

@@ -1,4 +1,5 @@
 """Shared matplotlib helpers: every plot labelled, every function returns its Axes."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -18,8 +19,15 @@ def attention_map(weights, tokens, title: str = "Causal attention", ax=None):
     ax.set_xticks(range(len(tokens)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(tokens)), labels)
     for (row, col), value in np.ndenumerate(weights):
-        ax.text(col, row, f"{value:.2f}".rstrip("0").rstrip("."), ha="center", va="center", fontsize=8,
-                color="white" if value > 0.6 * max(1.0, weights.max()) else "black")
+        ax.text(
+            col,
+            row,
+            f"{value:.2f}".rstrip("0").rstrip("."),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value > 0.6 * max(1.0, weights.max()) else "black",
+        )
     ax.set_xlabel("key: position attended to (earlier or same)")
     ax.set_ylabel("query: position predicting the next token")
     ax.set_title(title)
@@ -88,35 +96,82 @@ def gpt_block_diagram(ax=None):
         (11.9, "LM head: a score (logit) per vocabulary token", "#dbe9f6"),
     ]
     x, width, height = 0.3, 4.4, 0.7
-    ax.add_patch(FancyBboxPatch((x - 0.2, 2.9), width + 0.4, 6.85, boxstyle="round,pad=0.05", fill=False,
-                                linestyle="--", edgecolor="grey"))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - 0.2, 2.9), width + 0.4, 6.85, boxstyle="round,pad=0.05", fill=False, linestyle="--", edgecolor="grey"
+        )
+    )
     ax.text(x - 0.35, 6.3, "N x\nblocks", ha="right", va="center", fontsize=11, fontweight="bold")
     for (y, label, colour), (next_y, _, _) in zip(boxes, boxes[1:] + [(13.0, "", "")]):
-        ax.add_patch(FancyBboxPatch((x, y - height / 2), width, height, boxstyle="round,pad=0.03",
-                                    facecolor=colour, edgecolor="black"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y - height / 2), width, height, boxstyle="round,pad=0.03", facecolor=colour, edgecolor="black"
+            )
+        )
         ax.text(x + width / 2, y, label, ha="center", va="center", fontsize=9.5)
-        ax.annotate("", (x + width / 2, next_y - height / 2), (x + width / 2, y + height / 2),
-                    arrowprops={"arrowstyle": "->"})
+        ax.annotate(
+            "", (x + width / 2, next_y - height / 2), (x + width / 2, y + height / 2), arrowprops={"arrowstyle": "->"}
+        )
     for start, end in [(2.95, 5.7), (6.2, 9.1)]:  # residual paths: around norm and sublayer, into the "+"
-        ax.annotate("", (x + width, end), (x + width, start),
-                    arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=-0.5", "color": "grey"})
+        ax.annotate(
+            "",
+            (x + width, end),
+            (x + width, start),
+            arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=-0.5", "color": "grey"},
+        )
     notes = [  # (y, [(family, what it does there), ...])
-        (1.7, [("GPT-2", "learned position table, added to the token embedding"), ("GPT-Neo", "the same"),
-               ("Llama-style (SmolLM2)", "no position table: rotary positions rotate q and k inside attention")]),
-        (3.5, [("GPT-2", "pre-LayerNorm: LayerNorm before each sublayer"), ("GPT-Neo", "the same"),
-               ("Llama-style (SmolLM2)", "pre-RMSNorm: rescale only (no mean, no shift)")]),
-        (4.6, [("GPT-2", "global: every earlier token, every layer"),
-               ("GPT-Neo", "global and local (last `window_size` tokens) layers alternating"),
-               ("Llama-style (SmolLM2)", "global, grouped-query (heads share keys/values)")]),
-        (8.0, [("GPT-2", "4x wider, GELU"), ("GPT-Neo", "the same"),
-               ("Llama-style (SmolLM2)", "SwiGLU: gated, three matrices")]),
-        (11.3, [("GPT-2", "tied: the token embedding matrix reused"), ("GPT-Neo", "tied"),
-                ("Llama-style (SmolLM2)", "tied in SmolLM2-135M (larger Llamas: separate)")]),
+        (
+            1.7,
+            [
+                ("GPT-2", "learned position table, added to the token embedding"),
+                ("GPT-Neo", "the same"),
+                ("Llama-style (SmolLM2)", "no position table: rotary positions rotate q and k inside attention"),
+            ],
+        ),
+        (
+            3.5,
+            [
+                ("GPT-2", "pre-LayerNorm: LayerNorm before each sublayer"),
+                ("GPT-Neo", "the same"),
+                ("Llama-style (SmolLM2)", "pre-RMSNorm: rescale only (no mean, no shift)"),
+            ],
+        ),
+        (
+            4.6,
+            [
+                ("GPT-2", "global: every earlier token, every layer"),
+                ("GPT-Neo", "global and local (last `window_size` tokens) layers alternating"),
+                ("Llama-style (SmolLM2)", "global, grouped-query (heads share keys/values)"),
+            ],
+        ),
+        (
+            8.0,
+            [
+                ("GPT-2", "4x wider, GELU"),
+                ("GPT-Neo", "the same"),
+                ("Llama-style (SmolLM2)", "SwiGLU: gated, three matrices"),
+            ],
+        ),
+        (
+            11.3,
+            [
+                ("GPT-2", "tied: the token embedding matrix reused"),
+                ("GPT-Neo", "tied"),
+                ("Llama-style (SmolLM2)", "tied in SmolLM2-135M (larger Llamas: separate)"),
+            ],
+        ),
     ]
     for y, lines in notes:
         for row, (family, text) in enumerate(lines):
-            ax.text(5.3, y + 0.35 - 0.35 * row, f"{family}: {text}", color=BLOCK_VARIANTS[family],
-                    ha="left", va="center", fontsize=9)
+            ax.text(
+                5.3,
+                y + 0.35 - 0.35 * row,
+                f"{family}: {text}",
+                color=BLOCK_VARIANTS[family],
+                ha="left",
+                va="center",
+                fontsize=9,
+            )
         ax.plot([x + width + 0.55, 5.2], [y, y], color="lightgrey", linewidth=0.8)
     ax.set_xlim(-0.9, 12.6)
     ax.set_ylim(0, 12.6)
@@ -125,16 +180,18 @@ def gpt_block_diagram(ax=None):
     return ax
 
 
-def sampling_filters(tokens, before, after: dict, title: str = "How sampling settings reshape the next-token "
-                     "distribution", axes=None):
+def sampling_filters(
+    tokens, before, after: dict, title: str = "How sampling settings reshape the next-token distribution", axes=None
+):
     """Bars of the same next tokens' probabilities before (grey) and after each setting (one panel each).
 
     `before` and every value of `after` are probabilities of `tokens`, each renormalised over the whole
     vocabulary; a token a filter removed has probability 0.
     """
     if axes is None:
-        axes = plt.subplots(1, len(after), figsize=(4.6 * len(after), 1.2 + 0.32 * len(tokens)), sharey=True,
-                            layout="constrained")[1]
+        axes = plt.subplots(
+            1, len(after), figsize=(4.6 * len(after), 1.2 + 0.32 * len(tokens)), sharey=True, layout="constrained"
+        )[1]
     axes = np.atleast_1d(axes)
     labels = [repr(token)[1:-1] for token in tokens]
     rows = np.arange(len(tokens))
@@ -159,7 +216,9 @@ def accuracy_vs_shots(runs, columns=("accuracy",), metric: str = "accuracy", ax=
     ax = ax or plt.subplots(figsize=(7, 4.5))[1]
     for column in columns:
         summary = runs.groupby("k")[column].agg(["mean", "min", "max"])
-        line = ax.plot(summary.index, summary["mean"], marker="o", label=f"{column.replace('_', ' ')} (mean of draws)")[0]
+        line = ax.plot(summary.index, summary["mean"], marker="o", label=f"{column.replace('_', ' ')} (mean of draws)")[
+            0
+        ]
         ax.fill_between(summary.index, summary["min"], summary["max"], color=line.get_color(), alpha=0.15)
         ax.scatter(runs["k"], runs[column], color=line.get_color(), s=12, alpha=0.6)
     ax.set_xticks(sorted(runs["k"].unique()))
@@ -171,8 +230,16 @@ def accuracy_vs_shots(runs, columns=("accuracy",), metric: str = "accuracy", ax=
     return ax
 
 
-def grouped_bars(table, columns, ylabel: str, title: str, xlabel: str = "", reference: float | None = None,
-                 reference_label: str = "", ax=None):
+def grouped_bars(
+    table,
+    columns,
+    ylabel: str,
+    title: str,
+    xlabel: str = "",
+    reference: float | None = None,
+    reference_label: str = "",
+    ax=None,
+):
     """One group of bars per row of `table` (its index names the group), one bar per column, values (scores or
     shares between 0 and 1) written on top; `reference` draws a dashed line (e.g. the gold share of positives)."""
     ax = ax or plt.subplots(figsize=(1.5 + 1.4 * len(table), 4))[1]
@@ -213,8 +280,13 @@ def loss_curves(log_history, label: str = "", ax=None):
     prefix = f"{label}: " if label else ""
     line = ax.plot(*zip(*train), label=f"{prefix}training loss")[0] if train else None
     if evals:
-        ax.plot(*zip(*evals), marker="o", linestyle="--", color=line.get_color() if line else None,
-                label=f"{prefix}validation loss (each epoch)")
+        ax.plot(
+            *zip(*evals),
+            marker="o",
+            linestyle="--",
+            color=line.get_color() if line else None,
+            label=f"{prefix}validation loss (each epoch)",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (mean cross-entropy per learned token)")
     ax.set_title("Loss curves")
@@ -233,8 +305,9 @@ def confusion_matrix(y_true, y_pred, labels, title: str = "Confusion matrix", ax
     ax = ax or plt.subplots(figsize=(1.5 + 1.1 * len(names), 1.2 + 1.0 * len(labels)))[1]
     ax.imshow(counts, cmap="Blues")
     for (row, col), value in np.ndenumerate(counts):
-        ax.text(col, row, str(value), ha="center", va="center",
-                color="white" if value > 0.6 * counts.max() else "black")
+        ax.text(
+            col, row, str(value), ha="center", va="center", color="white" if value > 0.6 * counts.max() else "black"
+        )
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted label")
@@ -247,8 +320,16 @@ def workflow(steps, title: str = "Workflow", ax=None):
     """A left-to-right chain of boxes joined by arrows; `steps` are (name, detail) pairs, detail in small print."""
     ax = ax or plt.subplots(figsize=(2.0 * len(steps), 1.8))[1]
     for i, (name, detail) in enumerate(steps):
-        ax.text(i, 0.1, name, ha="center", va="center", fontsize=11, weight="bold",
-                bbox={"boxstyle": "round,pad=0.5", "facecolor": "#dbe9f6", "edgecolor": "tab:blue"})
+        ax.text(
+            i,
+            0.1,
+            name,
+            ha="center",
+            va="center",
+            fontsize=11,
+            weight="bold",
+            bbox={"boxstyle": "round,pad=0.5", "facecolor": "#dbe9f6", "edgecolor": "tab:blue"},
+        )
         ax.text(i, -0.35, detail, ha="center", va="top", fontsize=8, family="monospace")
         if i:
             ax.annotate("", xy=(i - 0.42, 0.1), xytext=(i - 0.58, 0.1), arrowprops={"arrowstyle": "->", "lw": 1.5})

@@ -1,4 +1,5 @@
 """Scores and the shared results table that notebooks 02, 04 and 05 add rows to."""
+
 from __future__ import annotations
 
 import time
@@ -46,8 +47,10 @@ def score_with_interval(y_true, y_pred, n_resamples: int = 1000, level: float = 
         raise ValueError(f"need as many predictions as labels, and at least one: got {len(y_pred)} and {len(y_true)}")
     rows = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
     true, pred = y_true[rows], y_pred[rows]
-    resampled = {"accuracy": (true == pred).mean(axis=1),
-                 "macro_f1": _macro_f1_rows(true, pred, np.union1d(y_true, y_pred))}
+    resampled = {
+        "accuracy": (true == pred).mean(axis=1),
+        "macro_f1": _macro_f1_rows(true, pred, np.union1d(y_true, y_pred)),
+    }
     tail = (1 - level) / 2 * 100
     result = score(y_true, y_pred)
     for name, values in resampled.items():
@@ -71,14 +74,22 @@ def load_results(profile: str | None = None) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"notebook": str}) if path.exists() else pd.DataFrame(columns=KEY)  # "02" stays "02"
 
 
-def record(notebook: str, method: str, model: str, metrics: dict, *, profile: str | None = None, **details) -> pd.DataFrame:
+def record(
+    notebook: str, method: str, model: str, metrics: dict, *, profile: str | None = None, **details
+) -> pd.DataFrame:
     """Add (or replace) the row for `notebook`/`method` and return the whole table.
 
     `metrics` holds at least accuracy and macro_f1; `details` adds columns such as
     n_test, data, trainable_params, train_seconds or peak_rss_gib.
     """
-    row = {"notebook": notebook, "method": method, "model": model, **metrics, **details,
-           "recorded": time.strftime("%Y-%m-%d %H:%M")}
+    row = {
+        "notebook": notebook,
+        "method": method,
+        "model": model,
+        **metrics,
+        **details,
+        "recorded": time.strftime("%Y-%m-%d %H:%M"),
+    }
     table = load_results(profile)
     if len(table):
         table = table[~((table["notebook"] == notebook) & (table["method"] == method))]

@@ -1,4 +1,5 @@
 """Shared fixtures: an isolated gptnb cache per test session, built offline models reused."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Exercises and `make assignments`: the conventions in the notebooks, the nbgrader student copies, autograding."""
+
 from __future__ import annotations
 
 import importlib
@@ -37,8 +38,11 @@ def scores(course: Path, stem: str) -> dict[str, tuple[float, float]]:
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        return {student: (found.score, found.max_score) for student in (INSTRUCTOR, UNTOUCHED)
-                for found in [gradebook.find_submission(stem, student)]}
+        return {
+            student: (found.score, found.max_score)
+            for student in (INSTRUCTOR, UNTOUCHED)
+            for found in [gradebook.find_submission(stem, student)]
+        }
 
 
 def execute(path: Path):
@@ -46,14 +50,24 @@ def execute(path: Path):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=1800, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=1800,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
     return notebook
 
 
 def errors(notebook) -> list[str]:
-    return [f"cell {index + 1}: {output.ename}: {output.evalue}" for index, cell in enumerate(notebook.cells)
-            if cell.cell_type == "code" for output in cell.outputs if output.output_type == "error"]
+    return [
+        f"cell {index + 1}: {output.ename}: {output.evalue}"
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
 
 
 def printed(cell) -> str:
@@ -61,11 +75,15 @@ def printed(cell) -> str:
 
 
 def check_cells(notebook) -> list:
-    return [cell for cell in notebook.cells
-            if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata.nbgrader.get("solution")]
+    return [
+        cell
+        for cell in notebook.cells
+        if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata.nbgrader.get("solution")
+    ]
 
 
 # --- the conventions, over the real notebooks ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_has_exercises_and_quizzes_that_follow_the_conventions(path):
@@ -96,7 +114,7 @@ def test_at_least_15_exercises_in_all():
 
 # --- the builder, on a tiny notebook made here ------------------------------------------------------------------
 
-CHECKS = '''\
+CHECKS = """\
 import warnings
 
 from gptnb.exercises import call_answer, report
@@ -115,32 +133,59 @@ def check_shout(shout):
         got = call_answer(shout, "hi")
         assert got == "HI!", f"shout('hi') returned {got!r}"
     report("9.2", check)
-'''
+"""
 
 
 def exercise_cells(k: int, function: str, solution: str) -> list:
     answer = new_code_cell(
         f"#@title Exercise 9.{k}: answer cell (reference answer inside, collapsed; try the task first)\n"
-        f"def {function}(x):\n    \"\"\"The task's function.\"\"\"\n"
+        f'def {function}(x):\n    """The task\'s function."""\n'
         f"    ### BEGIN SOLUTION\n    {solution}\n    ### END SOLUTION",
-        metadata={"jupyter": {"source_hidden": True}, "cellView": "form",
-                  "nbgrader": {"grade": False, "grade_id": f"ex99-{k}-answer", "locked": False, "schema_version": 3,
-                               "solution": True, "task": False}})
-    check = new_code_cell(f"check_{function}({function})", metadata={
-        "nbgrader": {"grade": True, "grade_id": f"ex99-{k}-check", "locked": True, "points": 1, "schema_version": 3,
-                     "solution": False, "task": False}})
+        metadata={
+            "jupyter": {"source_hidden": True},
+            "cellView": "form",
+            "nbgrader": {
+                "grade": False,
+                "grade_id": f"ex99-{k}-answer",
+                "locked": False,
+                "schema_version": 3,
+                "solution": True,
+                "task": False,
+            },
+        },
+    )
+    check = new_code_cell(
+        f"check_{function}({function})",
+        metadata={
+            "nbgrader": {
+                "grade": True,
+                "grade_id": f"ex99-{k}-check",
+                "locked": True,
+                "points": 1,
+                "schema_version": 3,
+                "solution": False,
+                "task": False,
+            }
+        },
+    )
     return [new_markdown_cell(f"### Exercise 9.{k}: {function}\nWrite `{function}(x)`."), answer, check]
 
 
 def write_lesson(folder: Path) -> Path:
     """A source notebook with two exercises (answers: `double`, `shout`) and a last cell that must still run."""
-    notebook = new_notebook(cells=[
-        new_markdown_cell("# A tiny lesson"), new_code_cell(CHECKS),
-        *exercise_cells(1, "double", "return 2 * x"),
-        *exercise_cells(2, "shout", 'return x.upper() + "!"'),
-        new_code_cell('print("the last cell ran")'),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                 "language_info": {"name": "python"}})
+    notebook = new_notebook(
+        cells=[
+            new_markdown_cell("# A tiny lesson"),
+            new_code_cell(CHECKS),
+            *exercise_cells(1, "double", "return 2 * x"),
+            *exercise_cells(2, "shout", 'return x.upper() + "!"'),
+            new_code_cell('print("the last cell ran")'),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
     path = folder / "99_tiny.ipynb"
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, path)
@@ -182,7 +227,8 @@ def test_tiny_student_copy_runs_and_autogrades_to_zero_the_source_to_full_marks(
     executed = execute(copy)
     assert not errors(executed)
     assert [printed(cell).strip() for cell in check_cells(executed)] == [
-        f"Exercise 9.{k}: {NOT_ANSWERED} (the answer cell still raises NotImplementedError)" for k in (1, 2)]
+        f"Exercise 9.{k}: {NOT_ANSWERED} (the answer cell still raises NotImplementedError)" for k in (1, 2)
+    ]
     assert printed(executed.cells[-1]) == "the last cell ran\n"
     submit(course, UNTOUCHED, copy)
     submit(course, INSTRUCTOR, source)
@@ -206,12 +252,16 @@ def drop_points(notebook):
     del notebook.cells[7].metadata.nbgrader["points"]
 
 
-@pytest.mark.parametrize("breaking, message", [
-    (break_markers, "99_tiny.ipynb, cell 7: answer cell without ### BEGIN SOLUTION / ### END SOLUTION markers"),
-    (move_check, "99_tiny.ipynb, cell 4: answer cell is not followed right away by its check cell"),
-    (duplicate_id, "99_tiny.ipynb, cell 8: grade id 'ex99-1-check' is used twice"),
-    (drop_points, "99_tiny.ipynb, cell 8: check cell without points"),
-], ids=["markers", "check-moved", "duplicate-id", "no-points"])
+@pytest.mark.parametrize(
+    "breaking, message",
+    [
+        (break_markers, "99_tiny.ipynb, cell 7: answer cell without ### BEGIN SOLUTION / ### END SOLUTION markers"),
+        (move_check, "99_tiny.ipynb, cell 4: answer cell is not followed right away by its check cell"),
+        (duplicate_id, "99_tiny.ipynb, cell 8: grade id 'ex99-1-check' is used twice"),
+        (drop_points, "99_tiny.ipynb, cell 8: check cell without points"),
+    ],
+    ids=["markers", "check-moved", "duplicate-id", "no-points"],
+)
 def test_a_broken_convention_stops_the_build_with_one_line(source, tmp_path, breaking, message):
     notebook = nbformat.read(source, as_version=4)
     breaking(notebook)
@@ -234,14 +284,23 @@ def test_command_line_prints_the_one_line_and_exits_1(source, tmp_path):
     broken = json.loads(source.read_text())
     del broken["cells"][7]["metadata"]["nbgrader"]["points"]
     source.write_text(json.dumps(broken))
-    done = subprocess.run([sys.executable, "-m", "gptnb.exercises.assignments", str(source), "--out",
-                           str(tmp_path / "course")], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gptnb.exercises.assignments", str(source), "--out", str(tmp_path / "course")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [("make assignments: 99_tiny.ipynb, cell 8: check cell without points "
-                                                 "(nbgrader points > 0) (see gptnb/exercises/__init__.py)")]
+    assert done.stderr.strip().splitlines() == [
+        (
+            "make assignments: 99_tiny.ipynb, cell 8: check cell without points "
+            "(nbgrader points > 0) (see gptnb/exercises/__init__.py)"
+        )
+    ]
 
 
 # --- the real notebooks: student copies run as is, and autograde -------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):

@@ -1,5 +1,6 @@
 """Notebook 01's exercise checks: a right answer passes; a wrong one and the placeholder are told apart;
 under nbgrader a wrong answer raises. Quizzes have a right choice and an explanation for every choice."""
+
 import pytest
 import torch
 
@@ -37,20 +38,39 @@ def told(check, answer, capsys):
     return passed, capsys.readouterr().out.strip()
 
 
-@pytest.mark.parametrize("check, exercise, right, wrong, hint", [
-    (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v, masked=False), "later"),
-    (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v, scale=False), "sqrt"),
-    (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v).T, "shape"),
-    (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v) + 0.01, "position 0"),
-    (nb01.check_local_mask, "1.3", local_mask, lambda size, window: local_mask(size, window).int(), "dtype"),
-    (nb01.check_local_mask, "1.3", local_mask, lambda size, window: local_mask(size, window + 1), "must not attend"),
-    (nb01.check_local_mask, "1.3", local_mask, lambda size, window: causal_mask(size), "must not attend"),
-    (nb01.check_gpt2_parameters, "1.2", gpt2_parameters,
-     lambda config: gpt2_parameters(config) + config.vocab_size * config.n_embd, "tied to the token embedding"),
-    (nb01.check_gpt2_parameters, "1.2", gpt2_parameters,
-     lambda config: gpt2_parameters(config) - config.n_positions * config.n_embd, "position embeddings"),
-    (nb01.check_gpt2_parameters, "1.2", gpt2_parameters, lambda config: 354_823_168, "off"),
-])
+@pytest.mark.parametrize(
+    "check, exercise, right, wrong, hint",
+    [
+        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v, masked=False), "later"),
+        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v, scale=False), "sqrt"),
+        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v).T, "shape"),
+        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v) + 0.01, "position 0"),
+        (nb01.check_local_mask, "1.3", local_mask, lambda size, window: local_mask(size, window).int(), "dtype"),
+        (
+            nb01.check_local_mask,
+            "1.3",
+            local_mask,
+            lambda size, window: local_mask(size, window + 1),
+            "must not attend",
+        ),
+        (nb01.check_local_mask, "1.3", local_mask, lambda size, window: causal_mask(size), "must not attend"),
+        (
+            nb01.check_gpt2_parameters,
+            "1.2",
+            gpt2_parameters,
+            lambda config: gpt2_parameters(config) + config.vocab_size * config.n_embd,
+            "tied to the token embedding",
+        ),
+        (
+            nb01.check_gpt2_parameters,
+            "1.2",
+            gpt2_parameters,
+            lambda config: gpt2_parameters(config) - config.n_positions * config.n_embd,
+            "position embeddings",
+        ),
+        (nb01.check_gpt2_parameters, "1.2", gpt2_parameters, lambda config: 354_823_168, "off"),
+    ],
+)
 def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, hint, capsys):
     assert told(check, right, capsys) == (True, f"Exercise {exercise}: {RIGHT}")
     passed, line = told(check, wrong, capsys)
@@ -64,11 +84,14 @@ def test_a_crashing_answer_is_feedback(capsys):
     assert not passed and "ZeroDivisionError" in line
 
 
-@pytest.mark.parametrize("check, wrong", [
-    (nb01.check_causal_attention, lambda q, k, v: attention(q, k, v, masked=False)),
-    (nb01.check_local_mask, lambda size, window: causal_mask(size)),
-    (nb01.check_gpt2_parameters, lambda config: 1),
-])
+@pytest.mark.parametrize(
+    "check, wrong",
+    [
+        (nb01.check_causal_attention, lambda q, k, v: attention(q, k, v, masked=False)),
+        (nb01.check_local_mask, lambda size, window: causal_mask(size)),
+        (nb01.check_gpt2_parameters, lambda config: 1),
+    ],
+)
 def test_wrong_answers_raise_under_nbgrader(check, wrong, monkeypatch, capsys):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with pytest.raises(AssertionError, match="not yet"):

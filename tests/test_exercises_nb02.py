@@ -1,4 +1,5 @@
 """Notebook 02's exercise checks: a right answer passes; a wrong one and the placeholder are told apart."""
+
 import pytest
 import torch
 
@@ -43,6 +44,7 @@ def recency_shares(model, tokenizer, prompt, negative, positive, texts):
     def share(examples):
         prompts = [prompt.render(text, examples) for text in texts]
         return label_logprobs(model, tokenizer, prompts, list(prompt.label_words)).argmax(-1).float().mean().item()
+
     return share([negative, positive]), share([positive, negative])
 
 
@@ -62,13 +64,19 @@ def test_review_prompt_right_and_placeholder(capsys):
     assert not passed and NOT_ANSWERED in line
 
 
-@pytest.mark.parametrize("wrong, told", [
-    (lambda examples, query: review_prompt(examples, query).lstrip("\n"), "must start with a newline"),
-    (lambda examples, query: review_prompt(examples, query) + " ", "end exactly at 'Sentiment:'"),
-    (lambda examples, query: review_prompt(examples, query).replace("\nReview", "\n\nReview"), "line 3 of your prompt"),
-    (lambda examples, query: review_prompt(sorted(examples, key=lambda e: e[1]), query), "other order"),
-    (lambda examples, query: None, "must return a str"),
-])
+@pytest.mark.parametrize(
+    "wrong, told",
+    [
+        (lambda examples, query: review_prompt(examples, query).lstrip("\n"), "must start with a newline"),
+        (lambda examples, query: review_prompt(examples, query) + " ", "end exactly at 'Sentiment:'"),
+        (
+            lambda examples, query: review_prompt(examples, query).replace("\nReview", "\n\nReview"),
+            "line 3 of your prompt",
+        ),
+        (lambda examples, query: review_prompt(sorted(examples, key=lambda e: e[1]), query), "other order"),
+        (lambda examples, query: None, "must return a str"),
+    ],
+)
 def test_review_prompt(capsys, wrong, told):
     passed, line = run(nb02.check_review_prompt, wrong, capsys=capsys)
     assert not passed and line.startswith("Exercise 2.1: not yet:") and told in line, line
@@ -86,13 +94,16 @@ def test_label_scores_right_and_placeholder(capsys, tiny):
     assert not passed and NOT_ANSWERED in line
 
 
-@pytest.mark.parametrize("wrong, told", [
-    (first_token_only, "several tokens must add up"),
-    (lambda *args: label_scores(*args).exp(), "not probabilities"),
-    (lambda *args: label_scores(*args)[:2], "one score per label word"),
-    (lambda *args: label_scores(*args) - 1.0, "differ from the model's log-probabilities"),
-    (lambda *args: label_scores(*args) + 50.0, "never above 0"),
-])
+@pytest.mark.parametrize(
+    "wrong, told",
+    [
+        (first_token_only, "several tokens must add up"),
+        (lambda *args: label_scores(*args).exp(), "not probabilities"),
+        (lambda *args: label_scores(*args)[:2], "one score per label word"),
+        (lambda *args: label_scores(*args) - 1.0, "differ from the model's log-probabilities"),
+        (lambda *args: label_scores(*args) + 50.0, "never above 0"),
+    ],
+)
 def test_label_scores(capsys, tiny, wrong, told):
     passed, line = run(nb02.check_label_scores, wrong, *tiny, capsys=capsys)
     assert not passed and told in line, line
@@ -104,13 +115,16 @@ def test_calibrated_probs_right_and_placeholder(capsys):
     assert not passed and NOT_ANSWERED in line
 
 
-@pytest.mark.parametrize("wrong, told", [
-    (lambda scores, cf: scores.softmax(-1), "uncalibrated p"),
-    (lambda scores, cf: scores.softmax(-1) / cf.softmax(-1).mean(0), "distribution over the labels"),
-    (lambda scores, cf: (scores.log_softmax(-1) - cf.log_softmax(-1).mean(0)).softmax(-1), "not their log-prob"),
-    (lambda scores, cf: (scores.softmax(-1) / cf.exp().mean(0)).softmax(-1), "differs from p / p_cf"),
-    (lambda scores, cf: calibrated_probs(scores, cf)[:2], "expected shape (4, 2)"),
-])
+@pytest.mark.parametrize(
+    "wrong, told",
+    [
+        (lambda scores, cf: scores.softmax(-1), "uncalibrated p"),
+        (lambda scores, cf: scores.softmax(-1) / cf.softmax(-1).mean(0), "distribution over the labels"),
+        (lambda scores, cf: (scores.log_softmax(-1) - cf.log_softmax(-1).mean(0)).softmax(-1), "not their log-prob"),
+        (lambda scores, cf: (scores.softmax(-1) / cf.exp().mean(0)).softmax(-1), "differs from p / p_cf"),
+        (lambda scores, cf: calibrated_probs(scores, cf)[:2], "expected shape (4, 2)"),
+    ],
+)
 def test_calibrated_probs(capsys, wrong, told):
     passed, line = run(nb02.check_calibrated_probs, wrong, capsys=capsys)
     assert not passed and told in line, line
@@ -118,9 +132,11 @@ def test_calibrated_probs(capsys, wrong, told):
 
 def test_recency_shares(capsys, tiny):
     assert run(nb02.check_recency_shares, recency_shares, *tiny, capsys=capsys) == (True, f"Exercise 2.4: {RIGHT}")
-    for wrong, told in [(lambda *args: recency_shares(*args)[0], "return two numbers"),
-                        (lambda *args: (2.0, 0.5), "between 0 and 1"),
-                        (lambda m, t, p, n, pos, texts: recency_shares(m, t, p, n, pos, texts[:3]), "not those of")]:
+    for wrong, told in [
+        (lambda *args: recency_shares(*args)[0], "return two numbers"),
+        (lambda *args: (2.0, 0.5), "between 0 and 1"),
+        (lambda m, t, p, n, pos, texts: recency_shares(m, t, p, n, pos, texts[:3]), "not those of"),
+    ]:
         passed, line = run(nb02.check_recency_shares, wrong, *tiny, capsys=capsys)
         assert not passed and told in line, line
     passed, line = run(nb02.check_recency_shares, placeholder, *tiny, capsys=capsys)

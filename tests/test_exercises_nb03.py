@@ -1,5 +1,6 @@
 """Notebook 03's exercise checks: a right answer passes; a wrong one and the placeholder are told apart;
 under nbgrader a wrong answer raises. The sampling checks run on the tiny random GPT-2 (a few tokens)."""
+
 import pytest
 import torch
 
@@ -72,8 +73,10 @@ def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, h
 
 def test_a_filter_right_on_the_small_cases_but_not_in_the_loop_is_caught(tiny, capsys):
     """The loop comparison with model.generate fails for a filter that only handles the 5-token cases."""
+
     def only_small(logits, k):
         return top_k_filter(logits, k) if logits.shape[-1] <= 5 else logits
+
     passed, line = told(nb03.check_top_k, only_small, *tiny, capsys=capsys)
     assert not passed and "model.generate(top_k=5" in line, line
 
@@ -86,8 +89,9 @@ def test_the_sampling_loop_matches_generate_with_the_reference_filters(tiny):
         assert torch.equal(by_hand, reference[: len(by_hand)])
 
 
-@pytest.mark.parametrize("check, wrong", [(nb03.check_top_k, top_k_leaves_the_rest_at_zero),
-                                          (nb03.check_top_p, top_p_keeps_one_too_few)])
+@pytest.mark.parametrize(
+    "check, wrong", [(nb03.check_top_k, top_k_leaves_the_rest_at_zero), (nb03.check_top_p, top_p_keeps_one_too_few)]
+)
 def test_wrong_answers_raise_under_nbgrader(check, wrong, tiny, monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with pytest.raises(AssertionError, match="not yet"):

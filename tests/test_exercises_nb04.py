@@ -1,4 +1,5 @@
 """Notebook 04's exercise checks: a right answer passes; a wrong one and the placeholder are told apart."""
+
 import pytest
 import torch
 
@@ -63,17 +64,22 @@ def test_reference_answers_agree_with_the_library(tokenizer):
         assert theirs[theirs != -100].tolist() == mine[mine != -100].tolist()
 
 
-@pytest.mark.parametrize("wrong, told", [
-    (lambda t, p, c: training_example(t, p, c)[0][:-1], "return two things"),
-    (lambda t, p, c: (training_example(t, p, c)[0][:-1], training_example(t, p, c)[1][:-1]),
-     "must end with the end-of-text token"),
-    (lambda t, p, c: (training_example(t, p, c)[0],) * 2, "the prompt's labels must be -100"),
-    (lambda t, p, c: (training_example(t, p, c)[0], training_example(t, p, c)[1][1:] + [-100]), "do not shift"),
-    (lambda t, p, c: (training_example(t, p, c)[0], training_example(t, p, c)[1][:-1] + [-100]), "position"),
-    (lambda t, p, c: (training_example(t, p, c)[0], training_example(t, p, c)[1][:-1]), "as long as each other"),
-    (lambda t, p, c: (t(p + c)["input_ids"], [-100]), "as long as each other"),
-    (lambda t, p, c: (t(p)["input_ids"],) * 2, "input_ids differ from the tokens of prompt + completion"),
-])
+@pytest.mark.parametrize(
+    "wrong, told",
+    [
+        (lambda t, p, c: training_example(t, p, c)[0][:-1], "return two things"),
+        (
+            lambda t, p, c: (training_example(t, p, c)[0][:-1], training_example(t, p, c)[1][:-1]),
+            "must end with the end-of-text token",
+        ),
+        (lambda t, p, c: (training_example(t, p, c)[0],) * 2, "the prompt's labels must be -100"),
+        (lambda t, p, c: (training_example(t, p, c)[0], training_example(t, p, c)[1][1:] + [-100]), "do not shift"),
+        (lambda t, p, c: (training_example(t, p, c)[0], training_example(t, p, c)[1][:-1] + [-100]), "position"),
+        (lambda t, p, c: (training_example(t, p, c)[0], training_example(t, p, c)[1][:-1]), "as long as each other"),
+        (lambda t, p, c: (t(p + c)["input_ids"], [-100]), "as long as each other"),
+        (lambda t, p, c: (t(p)["input_ids"],) * 2, "input_ids differ from the tokens of prompt + completion"),
+    ],
+)
 def test_training_example(capsys, tokenizer, wrong, told):
     assert_told(nb04.check_training_example, "4.1", training_example, wrong, told, tokenizer, capsys=capsys)
 
@@ -98,30 +104,41 @@ def prompt_learned(examples, pad_token_id):
 
 def on_the_left(examples, pad_token_id):
     width = max(len(example["input_ids"]) for example in examples)
-    shifted = [{"input_ids": [pad_token_id] * (width - len(e["input_ids"])) + e["input_ids"],
-                "prompt_length": e["prompt_length"] + width - len(e["input_ids"])} for e in examples]
+    shifted = [
+        {
+            "input_ids": [pad_token_id] * (width - len(e["input_ids"])) + e["input_ids"],
+            "prompt_length": e["prompt_length"] + width - len(e["input_ids"]),
+        }
+        for e in examples
+    ]
     return right_padding_collator(shifted, pad_token_id)
 
 
-@pytest.mark.parametrize("wrong, told", [
-    (mask_by_id, "find padding by position"),
-    (pad_label_kept, "labels at padding positions must be -100; row 0, position 5 has 50256"),
-    (prompt_learned, "labels at prompt positions must be -100; row 0, position 0 has 10"),
-    (on_the_left, "pad on the right"),
-    (lambda examples, pad: {k: v[:, :-1] for k, v in right_padding_collator(examples, pad).items()}, "shape"),
-    (lambda examples, pad: [examples], "return a dict"),
-])
+@pytest.mark.parametrize(
+    "wrong, told",
+    [
+        (mask_by_id, "find padding by position"),
+        (pad_label_kept, "labels at padding positions must be -100; row 0, position 5 has 50256"),
+        (prompt_learned, "labels at prompt positions must be -100; row 0, position 0 has 10"),
+        (on_the_left, "pad on the right"),
+        (lambda examples, pad: {k: v[:, :-1] for k, v in right_padding_collator(examples, pad).items()}, "shape"),
+        (lambda examples, pad: [examples], "return a dict"),
+    ],
+)
 def test_right_padding_collator(capsys, wrong, told):
     assert_told(nb04.check_right_padding_collator, "4.2", right_padding_collator, wrong, told, capsys=capsys)
 
 
-@pytest.mark.parametrize("wrong, told", [
-    (lambda shapes, rank: sum(rank * n_in * n_out for n_in, n_out in shapes), "two thin matrices"),
-    (lambda shapes, rank: rank * sum(shapes[0]), "not only the first"),
-    (lambda shapes, rank: 2 * lora_params(shapes, rank), "too large"),
-    (lambda shapes, rank: lora_params(shapes, rank) - 1, "too small"),
-    (lambda shapes, rank: str(lora_params(shapes, rank)), "return a number"),
-])
+@pytest.mark.parametrize(
+    "wrong, told",
+    [
+        (lambda shapes, rank: sum(rank * n_in * n_out for n_in, n_out in shapes), "two thin matrices"),
+        (lambda shapes, rank: rank * sum(shapes[0]), "not only the first"),
+        (lambda shapes, rank: 2 * lora_params(shapes, rank), "too large"),
+        (lambda shapes, rank: lora_params(shapes, rank) - 1, "too small"),
+        (lambda shapes, rank: str(lora_params(shapes, rank)), "return a number"),
+    ],
+)
 def test_lora_params(capsys, wrong, told):
     assert_told(nb04.check_lora_params, "4.3", lora_params, wrong, told, capsys=capsys)
 

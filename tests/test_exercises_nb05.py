@@ -1,32 +1,50 @@
 """Notebook 05's checks: a right answer passes; a wrong answer and the placeholder are reported as such;
 under nbgrader a wrong answer raises."""
+
 import pytest
 
 from gptnb.exercises import nb05
 
 
 def right_label(top_logprobs, labels):
-    scores = [max([t.logprob for t in top_logprobs if t.token.strip() and label.startswith(t.token.strip().lower())],
-                  default=None) for label in labels]
+    scores = [
+        max(
+            [t.logprob for t in top_logprobs if t.token.strip() and label.startswith(t.token.strip().lower())],
+            default=None,
+        )
+        for label in labels
+    ]
     found = [(score, i) for i, score in enumerate(scores) if score is not None]
     return max(found)[1] if found else -1
 
 
 def wrong_label_no_blank_skip(top_logprobs, labels):
-    scores = [max([t.logprob for t in top_logprobs if label.startswith(t.token.strip().lower())], default=None)
-              for label in labels]
+    scores = [
+        max([t.logprob for t in top_logprobs if label.startswith(t.token.strip().lower())], default=None)
+        for label in labels
+    ]
     found = [(score, i) for i, score in enumerate(scores) if score is not None]
     return max(found)[1] if found else -1
 
 
 def right_record(prompt, completion, system):
-    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt.strip()},
-                         {"role": "assistant", "content": completion.strip()}]}
+    return {
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompt.strip()},
+            {"role": "assistant", "content": completion.strip()},
+        ]
+    }
 
 
 def unstripped_record(prompt, completion, system):
-    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt},
-                         {"role": "assistant", "content": completion}]}
+    return {
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": completion},
+        ]
+    }
 
 
 def right_cost(token_counts, n_epochs, usd_per_1m, max_tokens):
@@ -82,8 +100,11 @@ def test_more_wrong_answers_are_named():
     def crashes(top, labels):
         return top[0]["token"]
 
-    for wrong, says in [(no_label_zero, "no label among the tokens"), (not_an_int, "return an int"),
-                        (crashes, "your function raised TypeError")]:
+    for wrong, says in [
+        (no_label_zero, "no label among the tokens"),
+        (not_an_int, "return an int"),
+        (crashes, "your function raised TypeError"),
+    ]:
         assert nb05.check_label_from_logprobs(wrong) is False, says
     assert nb05.check_training_cost(cost_untruncated) is False
     assert nb05.check_training_cost(lambda c, e, p, m: right_cost(c, e, p, m) * 1e6) is False

@@ -1,4 +1,5 @@
-"""`make lab`, the README's first command, starts JupyterLab (as root too: containers and cloud notebooks run as root)."""
+"""`make lab`, the README's first command, starts JupyterLab, as root too (containers and cloud VMs run as root)."""
+
 import os
 import shutil
 import signal
@@ -24,8 +25,15 @@ def test_make_lab_starts_and_answers_its_api(tmp_path):
     port = free_port()
     args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token=gptnb-test --ServerApp.root_dir={ROOT}"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
-    lab = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lab = subprocess.Popen(
+        ["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         answer = None
@@ -52,7 +60,13 @@ def test_lab_passes_allow_root_only_to_root(tmp_path, uid, allowed):
     fake_id.write_text(f"#!/bin/sh\necho {uid}\n")
     fake_id.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    dry_run = subprocess.run(["make", "--no-print-directory", "-n", "-W", "pyproject.toml", "lab"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, check=True).stdout
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-W", "pyproject.toml", "lab"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lab_line = next(line for line in dry_run.splitlines() if "jupyter lab" in line)
     assert ("--allow-root" in lab_line) == allowed, lab_line

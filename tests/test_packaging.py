@@ -1,4 +1,5 @@
 """A non-editable install (pip install ., pip install git+...) carries everything gptnb reads at run time."""
+
 import os
 import subprocess
 import sys
@@ -22,12 +23,29 @@ def test_every_gptnb_package_is_listed_for_setuptools():
 def installed_copy(tmp_path_factory):
     """gptnb built as a wheel and installed (no deps: they are this environment's) into a folder of its own."""
     wheels = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(wheels), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(wheels.glob("gptnb-*.whl"))
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     return wheel, target
 
 
@@ -45,16 +63,23 @@ def test_notebook_01_runs_from_another_folder_on_the_installed_copy(installed_co
     _, target = installed_copy
     env = {**os.environ, "PYTHONPATH": str(target), "GPTNB_PROFILE": "tiny"}
     env.pop("GPTNB_DATA", None)
-    where = subprocess.run([sys.executable, "-c", "import gptnb, gptnb.paths as p; print(gptnb.__file__); "
-                            "print(p.data_dir())"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import gptnb, gptnb.paths as p; print(gptnb.__file__); print(p.data_dir())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     module_file, data = where.stdout.split()
     assert module_file.startswith(str(target)) and data.startswith(str(target)), where.stdout
     notebook = nbformat.read(ROOT / "notebooks" / "01_gpt_family.ipynb", as_version=4)
     old_env = dict(os.environ)
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
-        nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+        nbclient.NotebookClient(
+            notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(old_env)

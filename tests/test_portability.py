@@ -3,6 +3,7 @@
 (Blocking those modules in a Linux process cannot simulate Windows: psutil and transformers import `resource`
 there themselves, and not on Windows.)
 """
+
 import ast
 from pathlib import Path
 
@@ -21,8 +22,10 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_no_gptnb_module_imports_a_posix_only_module():
-    offenders = {str(path.relative_to(ROOT)): sorted(imported_modules(path) & POSIX_ONLY)
-                 for path in (ROOT / "gptnb").rglob("*.py")}
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_modules(path) & POSIX_ONLY)
+        for path in (ROOT / "gptnb").rglob("*.py")
+    }
     assert not {path: names for path, names in offenders.items() if names}
 
 
@@ -37,6 +40,6 @@ def test_peak_memory_is_measured_portably():
 
     with PeakMemory() as measured:
         block = bytearray(64 * 2**20)  # 64 MiB, touched so that it is resident
-        block[:: 4096] = b"x" * len(block[:: 4096])
+        block[::4096] = b"x" * len(block[::4096])
     assert 0 < peak_rss_gib() < 64
     assert measured.gib >= 0.06

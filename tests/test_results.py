@@ -1,4 +1,5 @@
 """The shared results table: rows recorded, replaced and found again."""
+
 from __future__ import annotations
 
 import pytest

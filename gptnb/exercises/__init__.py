@@ -15,6 +15,7 @@ turns it into student copies with nbgrader):
 
 Quizzes (``quiz``) are multiple-choice questions whose every choice explains why it is right or wrong.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,9 @@ def grading() -> bool:
 def call_answer(answer: Callable, *args, **kwargs) -> Any:
     """Call the learner's function; its placeholder becomes `NotAnswered`, a crash a one-line `AssertionError`."""
     if not callable(answer):
-        raise AssertionError(f"expected a function, got {type(answer).__name__}: define it with `def` in the cell above")
+        raise AssertionError(
+            f"expected a function, got {type(answer).__name__}: define it with `def` in the cell above"
+        )
     try:
         return answer(*args, **kwargs)
     except NotImplementedError as error:

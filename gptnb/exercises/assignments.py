@@ -6,6 +6,7 @@ and, from ``nbgrader generate_assignment``, ``release/<stem>/<stem>.ipynb``, the
 nbgrader's placeholder and are shown open, check cells are read-only autograded tests. The conventions are
 checked first; a broken one stops the build with one line naming the notebook and the cell.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,13 @@ import nbformat
 from gptnb.paths import REPO_ROOT
 
 TITLE = re.compile(r"^#@title Exercise (\d+\.\d+):.*$", re.MULTILINE)
-CONFIG = '''\
+CONFIG = """\
 # nbgrader's configuration for the gptnb course (written by `make assignments`).
 c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.course_id = "gptnb"
 # Notebooks 04 and 05 train models: a cell may take minutes outside the tiny profile.
 c.Execute.timeout = 1800
-'''
+"""
 
 
 class ConventionError(ValueError):
@@ -99,8 +100,14 @@ def open_answer_cells(path: Path) -> None:
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     """Run ``nbgrader *args`` in the course folder, with this Python's scripts on PATH (nbgrader calls alembic)."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
-                          check=False, env={**os.environ, "PATH": path})
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": path},
+    )
 
 
 def build(notebooks: list[Path], course: Path) -> list[Path]:
@@ -129,8 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: build the student copies of the given notebooks (default: all of notebooks/)."""
     parser = argparse.ArgumentParser(prog="python -m gptnb.exercises.assignments", description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="source notebooks (default: notebooks/NN_*.ipynb)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "assignments",
-                        help="the nbgrader course folder (default: build/assignments)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "build" / "assignments",
+        help="the nbgrader course folder (default: build/assignments)",
+    )
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     missing = [str(path) for path in notebooks if not path.is_file()]
@@ -142,8 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"make assignments: {error}")
     for copy in copies:
         print(f"student copy: {copy}")
-    print(f"Hand out release/<name>/; collect into submitted/<student>/<name>/, then `nbgrader autograde <name>` "
-          f"in {args.out}")
+    print(
+        f"Hand out release/<name>/; collect into submitted/<student>/<name>/, then `nbgrader autograde <name>` "
+        f"in {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Every check compares the learner's function with a reference computed independently: PyTorch's own
 attention, a model built on the meta device, a mask from position arithmetic.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,15 +49,18 @@ def check_causal_attention(causal_attention) -> bool:
             message = f"causal_attention(q, k, v) returned {type(got).__name__}; return a torch.Tensor"
             raise AssertionError(message)  # noqa: TRY004 (feedback, see report)
         if tuple(got.shape) != tuple(v.shape):
-            raise AssertionError(f"the output has shape {tuple(got.shape)}; expected (positions, head size) = "
-                                 f"{tuple(v.shape)}: weights @ v")
+            raise AssertionError(
+                f"the output has shape {tuple(got.shape)}; expected (positions, head size) = "
+                f"{tuple(v.shape)}: weights @ v"
+            )
         expected = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
         if torch.allclose(got, expected, atol=1e-5):
             return
         if torch.allclose(got, F.scaled_dot_product_attention(q[None], k[None], v[None])[0], atol=1e-5):
             raise AssertionError("the output uses later positions: mask the future before the softmax")
-        if torch.allclose(got, F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True,
-                                                              scale=1.0)[0], atol=1e-5):
+        if torch.allclose(
+            got, F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=1.0)[0], atol=1e-5
+        ):
             raise AssertionError("the scores must be scaled by 1 / sqrt(head size) before the softmax")
         row = int((got - expected).abs().amax(dim=-1).gt(1e-5).nonzero()[0])
         raise AssertionError(f"the output differs from masked, scaled softmax attention, first at position {row}")
@@ -90,8 +94,9 @@ def _hint(difference: int, config) -> str:
         -2 * width: "is the final LayerNorm (scale and shift) counted?",
         -4 * width * config.n_layer: "are the two LayerNorms per block (scale and shift each) counted?",
     }
-    return hints.get(difference, f"it is too {'high' if difference > 0 else 'low'}; compare part by part with "
-                                 "the table of section 3")
+    return hints.get(
+        difference, f"it is too {'high' if difference > 0 else 'low'}; compare part by part with the table of section 3"
+    )
 
 
 def check_gpt2_parameters(gpt2_parameters) -> bool:
@@ -103,9 +108,9 @@ def check_gpt2_parameters(gpt2_parameters) -> bool:
     def check():
         configs = {
             "GPT-2 medium": model_config("gpt2-medium"),
-            "a made-up GPT-2 (vocab 1000, 128 positions, width 64, 3 layers)":
-                GPT2Config(vocab_size=1000, n_positions=128, n_embd=64, n_layer=3, n_head=4, bos_token_id=0,
-                       eos_token_id=0),
+            "a made-up GPT-2 (vocab 1000, 128 positions, width 64, 3 layers)": GPT2Config(
+                vocab_size=1000, n_positions=128, n_embd=64, n_layer=3, n_head=4, bos_token_id=0, eos_token_id=0
+            ),
         }
         for name, config in configs.items():
             got = call_answer(gpt2_parameters, config)
@@ -122,43 +127,70 @@ def check_gpt2_parameters(gpt2_parameters) -> bool:
 CAUSAL_MASK_QUIZ = (
     "While training, a GPT predicts every position of a text in one forward pass. Why does that teach it anything?",
     [
-        Choice("The causal mask hides each position's future, so predicting token t+1 is never a copy of it",
-               True, "Right: position t attends to 1..t only, so every position is an honest next-token "
-               "prediction and one pass yields a training signal at every position."),
-        Choice("Attention sees the whole text, so the model learns from the full context", False,
-               "Without a mask, position t could read token t+1 and copy it; the loss would fall without the "
-               "model learning to predict anything."),
-        Choice("It does not: the loss uses only the last position of each text", False,
-               "The loss is averaged over every position; that is what makes training on long texts efficient."),
+        Choice(
+            "The causal mask hides each position's future, so predicting token t+1 is never a copy of it",
+            True,
+            "Right: position t attends to 1..t only, so every position is an honest next-token "
+            "prediction and one pass yields a training signal at every position.",
+        ),
+        Choice(
+            "Attention sees the whole text, so the model learns from the full context",
+            False,
+            "Without a mask, position t could read token t+1 and copy it; the loss would fall without the "
+            "model learning to predict anything.",
+        ),
+        Choice(
+            "It does not: the loss uses only the last position of each text",
+            False,
+            "The loss is averaged over every position; that is what makes training on long texts efficient.",
+        ),
     ],
 )
 
 REPORTED_SIZE_QUIZ = (
     "The original lesson lists GPT-2 medium as 345M; the released model has about 355M parameters. Why?",
     [
-        Choice("The paper's counts match GPT-2's shapes with GPT-1's smaller vocabulary", True,
-               "Right: section 3 recomputes all four sizes with GPT-1's vocabulary and gets the paper's numbers; "
-               "OpenAI later said the original counts were wrong."),
-        Choice("The output layer is counted twice in the 355M", False,
-               "The output layer is tied to the token embedding: one matrix, counted once in every count here."),
-        Choice("355M is 345M rounded differently", False,
-               "Ten million is about 3%, far more than rounding; and the other three sizes are off in the "
-               "same direction, most for the smallest model."),
-        Choice("The LayerNorms were left out of the paper's count", False,
-               "All LayerNorms of GPT-2 medium add up to about a hundred thousand parameters, not ten million."),
+        Choice(
+            "The paper's counts match GPT-2's shapes with GPT-1's smaller vocabulary",
+            True,
+            "Right: section 3 recomputes all four sizes with GPT-1's vocabulary and gets the paper's numbers; "
+            "OpenAI later said the original counts were wrong.",
+        ),
+        Choice(
+            "The output layer is counted twice in the 355M",
+            False,
+            "The output layer is tied to the token embedding: one matrix, counted once in every count here.",
+        ),
+        Choice(
+            "355M is 345M rounded differently",
+            False,
+            "Ten million is about 3%, far more than rounding; and the other three sizes are off in the "
+            "same direction, most for the smallest model.",
+        ),
+        Choice(
+            "The LayerNorms were left out of the paper's count",
+            False,
+            "All LayerNorms of GPT-2 medium add up to about a hundred thousand parameters, not ten million.",
+        ),
     ],
 )
 
 STAND_IN_QUIZ = (
     "Offline, SmolLM2-135M-Instruct (Llama-style) stands in for GPT-2. Which part of a GPT-2 has it none of?",
     [
-        Choice("A learned position table (GPT-2's wpe)", True,
-               "Right: it uses rotary positions, which rotate queries and keys inside attention and add no "
-               "parameters."),
-        Choice("The causal mask", False, "Every GPT has it: without it the model could read the token it "
-               "must predict."),
+        Choice(
+            "A learned position table (GPT-2's wpe)",
+            True,
+            "Right: it uses rotary positions, which rotate queries and keys inside attention and add no parameters.",
+        ),
+        Choice(
+            "The causal mask", False, "Every GPT has it: without it the model could read the token it must predict."
+        ),
         Choice("An output layer (LM head)", False, "It has one, tied to its token embedding as in GPT-2."),
-        Choice("An MLP in every block", False, "It has one, gated (SwiGLU, three matrices) instead of GPT-2's "
-               "two matrices with GELU."),
+        Choice(
+            "An MLP in every block",
+            False,
+            "It has one, gated (SwiGLU, three matrices) instead of GPT-2's two matrices with GELU.",
+        ),
     ],
 )

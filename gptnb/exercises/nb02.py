@@ -4,6 +4,7 @@ Exercises: 2.1 render the original lesson's few-shot prompt from examples; 2.2 s
 by its log-probability; 2.3 contextual calibration; 2.4 measure whether the last example's label pulls
 the answers. Every check computes its reference here, independently of the learner's notebook.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,16 +25,23 @@ Review: The plot was not so good!
 Sentiment:"""
 ORIGINAL_EXAMPLES = [("I am sad that the hero died.", 0), ("The ending was perfect.", 1)]  # (review, label index)
 ORIGINAL_QUERY = "The plot was not so good!"
-MOVIES = FewShotPrompt(instruction="Below are some examples for sentiment detection of movie reviews.",
-                       template="Review: {text}\nSentiment:{label}", label_words=(" Negative", " Positive"),
-                       separator="\n")
+MOVIES = FewShotPrompt(
+    instruction="Below are some examples for sentiment detection of movie reviews.",
+    template="Review: {text}\nSentiment:{label}",
+    label_words=(" Negative", " Positive"),
+    separator="\n",
+)
 TWEETS = FewShotPrompt(instruction="Classify the sentiment of each tweet as negative or positive.")
 # Short made-up tweets for the checks: cheap to score under every profile.
 CHECK_TWEETS = [
-    "Missed the bus again and it is pouring.", "Best coffee in town, I will be back!",
-    "The update deleted all my photos.", "Sunny afternoon in the park with friends.",
-    "Waited an hour for a cold pizza.", "My sister got the job, so proud of her!",
-    "Flight delayed, then cancelled.", "This playlist makes my whole week.",
+    "Missed the bus again and it is pouring.",
+    "Best coffee in town, I will be back!",
+    "The update deleted all my photos.",
+    "Sunny afternoon in the park with friends.",
+    "Waited an hour for a cold pizza.",
+    "My sister got the job, so proud of her!",
+    "Flight delayed, then cancelled.",
+    "This playlist makes my whole week.",
 ]
 
 
@@ -48,11 +56,18 @@ def _first_difference(got: str, expected: str) -> str:
 
 def check_review_prompt(review_prompt) -> bool:
     """Exercise 2.1: `review_prompt(examples, query)` writes the original lesson's prompt for any examples."""
+
     def check():
-        cases = [("the original lesson's examples and query", ORIGINAL_EXAMPLES, ORIGINAL_QUERY, ORIGINAL_PROMPT),
-                 ("the same examples in the other order", ORIGINAL_EXAMPLES[::-1], "Two hours I will never get back.",
-                  "\n" + MOVIES.render("Two hours I will never get back.", ORIGINAL_EXAMPLES[::-1])),
-                 ("no examples", [], "A fine film.", "\n" + MOVIES.render("A fine film.", []))]
+        cases = [
+            ("the original lesson's examples and query", ORIGINAL_EXAMPLES, ORIGINAL_QUERY, ORIGINAL_PROMPT),
+            (
+                "the same examples in the other order",
+                ORIGINAL_EXAMPLES[::-1],
+                "Two hours I will never get back.",
+                "\n" + MOVIES.render("Two hours I will never get back.", ORIGINAL_EXAMPLES[::-1]),
+            ),
+            ("no examples", [], "A fine film.", "\n" + MOVIES.render("A fine film.", [])),
+        ]
         for name, examples, query, expected in cases:
             got = call_answer(review_prompt, list(examples), query)
             assert isinstance(got, str), f"review_prompt must return a str, got {type(got).__name__}"
@@ -63,6 +78,7 @@ def check_review_prompt(review_prompt) -> bool:
             if got.rstrip() == expected:
                 raise AssertionError(f"with {name}: end exactly at 'Sentiment:' (the label word brings its own space)")
             raise AssertionError(f"with {name}: {_first_difference(got, expected)}")
+
     return report("2.1", check)
 
 
@@ -73,8 +89,12 @@ def check_label_scores(label_scores, model, tokenizer) -> bool:
     def check():
         for prompt in [ORIGINAL_PROMPT, TWEETS.render(CHECK_TWEETS[0])]:
             expected = label_logprobs(model, tokenizer, [prompt], words)[0]
-            got = torch.as_tensor(call_answer(label_scores, model, tokenizer, prompt, list(words)),
-                                  dtype=torch.float32).detach().cpu().flatten()
+            got = (
+                torch.as_tensor(call_answer(label_scores, model, tokenizer, prompt, list(words)), dtype=torch.float32)
+                .detach()
+                .cpu()
+                .flatten()
+            )
             assert len(got) == len(words), f"expected one score per label word ({len(words)}), got {len(got)}"
             if torch.allclose(got, expected, atol=1e-3):
                 continue
@@ -82,9 +102,12 @@ def check_label_scores(label_scores, model, tokenizer) -> bool:
             assert (got <= 1e-6).all(), "log-probabilities are never above 0: take log_softmax of the logits"
             single = torch.tensor([len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1 for w in words])
             if single.any() and torch.allclose(got[single], expected[single], atol=1e-3):
-                raise AssertionError("single-token labels are right; a label of several tokens must add up the "
-                                     "log-probabilities of all its tokens, each given the prompt and the ones before")
+                raise AssertionError(
+                    "single-token labels are right; a label of several tokens must add up the "
+                    "log-probabilities of all its tokens, each given the prompt and the ones before"
+                )
             raise AssertionError(f"the scores for {words} differ from the model's log-probabilities of these labels")
+
     return report("2.2", check)
 
 
@@ -95,21 +118,27 @@ def check_calibrated_probs(calibrated_probs) -> bool:
 
     def check():
         expected = calibrate(scores, content_free_prior(content_free)).softmax(-1)
-        got = torch.as_tensor(call_answer(calibrated_probs, scores.clone(), content_free.clone()),
-                              dtype=torch.float32)
-        assert got.shape == expected.shape, \
+        got = torch.as_tensor(call_answer(calibrated_probs, scores.clone(), content_free.clone()), dtype=torch.float32)
+        assert got.shape == expected.shape, (
             f"expected shape {tuple(expected.shape)} (inputs x labels), got {tuple(got.shape)}"
+        )
         if torch.allclose(got, expected, atol=1e-4):
             return
-        assert torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4), \
+        assert torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4), (
             "each row must be a distribution over the labels: divide by its sum"
-        assert not torch.allclose(got, scores.softmax(-1), atol=1e-4), \
+        )
+        assert not torch.allclose(got, scores.softmax(-1), atol=1e-4), (
             "these are the uncalibrated p: divide each by the content-free prior p_cf, then renormalise"
+        )
         geometric = (scores.log_softmax(-1) - content_free.log_softmax(-1).mean(0)).softmax(-1)
-        assert not torch.allclose(got, geometric, atol=1e-4), \
+        assert not torch.allclose(got, geometric, atol=1e-4), (
             "average the content-free probabilities (softmax, then mean), not their log-probabilities"
-        raise AssertionError("q differs from p / p_cf renormalised, with p and each content-free row first made "
-                             "distributions over the labels (softmax)")
+        )
+        raise AssertionError(
+            "q differs from p / p_cf renormalised, with p and each content-free row first made "
+            "distributions over the labels (softmax)"
+        )
+
     return report("2.3", check)
 
 
@@ -123,8 +152,9 @@ def check_recency_shares(recency_shares, model, tokenizer) -> bool:
 
     def check():
         got = call_answer(recency_shares, model, tokenizer, TWEETS, negative, positive, list(CHECK_TWEETS))
-        assert isinstance(got, (tuple, list)) and len(got) == 2, \
+        assert isinstance(got, (tuple, list)) and len(got) == 2, (
             "return two numbers: (share positive with the positive example last, share with the negative last)"
+        )
         got = tuple(float(share) for share in got)
         assert all(0 <= share <= 1 for share in got), f"shares lie between 0 and 1, got {got}"
         expected = (share_positive([negative, positive]), share_positive([positive, negative]))
@@ -132,51 +162,99 @@ def check_recency_shares(recency_shares, model, tokenizer) -> bool:
             return
         if all(abs(a - b) < 1e-6 for a, b in zip(got, expected[::-1])):
             raise AssertionError("the two shares are swapped: first the prompts whose last example is positive")
-        raise AssertionError(f"your shares {got} are not those of label scoring (argmax of the labels' "
-                             f"log-probabilities) on the {len(CHECK_TWEETS)} texts with the two orders")
+        raise AssertionError(
+            f"your shares {got} are not those of label scoring (argmax of the labels' "
+            f"log-probabilities) on the {len(CHECK_TWEETS)} texts with the two orders"
+        )
+
     return report("2.4", check)
 
 
 QUIZ_ONE_PROMPT = (
-    ("Suppose a model answers Positive to the original lesson's prompt, whose last example is Positive. "
-     "What does that single answer show?"),
-    [Choice("That the model has a recency bias", False,
+    (
+        "Suppose a model answers Positive to the original lesson's prompt, whose last example is Positive. "
+        "What does that single answer show?"
+    ),
+    [
+        Choice(
+            "That the model has a recency bias",
+            False,
             "One answer cannot tell recency from other causes: the model may misread 'not so good', or prefer the "
-            "word Positive whatever the order. It takes many inputs and both orders to see a bias."),
-     Choice("Little on its own: compare both orders over many inputs", True,
+            "word Positive whatever the order. It takes many inputs and both orders to see a bias.",
+        ),
+        Choice(
+            "Little on its own: compare both orders over many inputs",
+            True,
             "Yes. Swap the examples and score many reviews or tweets: if the share of Positive answers follows the "
-            "last example's label, that is recency bias, measured."),
-     Choice("That the prompt needs more examples", False,
+            "last example's label, that is recency bias, measured.",
+        ),
+        Choice(
+            "That the prompt needs more examples",
+            False,
             "Maybe, maybe not: more examples change accuracy by an amount you have to measure, and they bring "
-            "their own order and majority-label effects."),
-     Choice("That the model is too small to classify", False,
-            "A single answer says nothing about size; the accuracy over a test split does, with its interval.")],
+            "their own order and majority-label effects.",
+        ),
+        Choice(
+            "That the model is too small to classify",
+            False,
+            "A single answer says nothing about size; the accuracy over a test split does, with its interval.",
+        ),
+    ],
 )
 
 QUIZ_VALIDATION = (
-    ("The best prompt is chosen on a few validation tweets and then scored once on the test split. "
-     "Why not choose it on the test tweets directly?"),
-    [Choice("The chosen prompt's test score would then overstate how well it does on new tweets", True,
+    (
+        "The best prompt is chosen on a few validation tweets and then scored once on the test split. "
+        "Why not choose it on the test tweets directly?"
+    ),
+    [
+        Choice(
+            "The chosen prompt's test score would then overstate how well it does on new tweets",
+            True,
             "Right: the best of many noisy scores is partly luck. Choosing on validation tweets and reporting on "
-            "unseen test tweets keeps that luck out of the reported number."),
-     Choice("The validation split is larger, so it is more accurate", False,
+            "unseen test tweets keeps that luck out of the reported number.",
+        ),
+        Choice(
+            "The validation split is larger, so it is more accurate",
+            False,
             "It is not larger here: each variant is scored on only profile.n_sweep validation tweets, which is why "
-            "the choice itself is noisy."),
-     Choice("The test tweets use different labels", False,
-            "All splits come from the same labelled data with the same two labels."),
-     Choice("Label scoring cannot run on the test split", False,
-            "It can and does: section 7 scores the whole test split once.")],
+            "the choice itself is noisy.",
+        ),
+        Choice(
+            "The test tweets use different labels",
+            False,
+            "All splits come from the same labelled data with the same two labels.",
+        ),
+        Choice(
+            "Label scoring cannot run on the test split",
+            False,
+            "It can and does: section 7 scores the whole test split once.",
+        ),
+    ],
 )
 
 QUIZ_CALIBRATION = (
-    ("Under a prompt, content-free inputs get p_cf = (negative 0.2, positive 0.8). A tweet gets p = (0.3, 0.7). "
-     "What does contextual calibration answer?"),
-    [Choice("negative", True,
+    (
+        "Under a prompt, content-free inputs get p_cf = (negative 0.2, positive 0.8). A tweet gets p = (0.3, 0.7). "
+        "What does contextual calibration answer?"
+    ),
+    [
+        Choice(
+            "negative",
+            True,
             "q is proportional to p / p_cf = (0.3/0.2, 0.7/0.8) = (1.5, 0.875): negative wins. The prompt alone "
-            "pushes towards positive, and this tweet is less positive than the prompt's bias."),
-     Choice("positive", False,
+            "pushes towards positive, and this tweet is less positive than the prompt's bias.",
+        ),
+        Choice(
+            "positive",
+            False,
             "That is the uncalibrated answer (0.7 > 0.3). Calibration divides each probability by its "
-            "content-free prior first."),
-     Choice("It cannot tell without the tweet's text", False,
-            "Calibration only needs the two distributions: it never looks at the text again.")],
+            "content-free prior first.",
+        ),
+        Choice(
+            "It cannot tell without the tweet's text",
+            False,
+            "Calibration only needs the two distributions: it never looks at the text again.",
+        ),
+    ],
 )

@@ -4,6 +4,7 @@ The filters are checked on small logits with known answers (the references are t
 warpers), then inside a sampling loop written here, whose tokens must equal `model.generate`'s under the
 same seed and settings.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,9 +39,11 @@ def check_temperature(apply_temperature) -> bool:
             expected = TemperatureLogitsWarper(temperature)(None, logits.clone()).softmax(-1)
             if not torch.allclose(got, expected, atol=1e-5):
                 multiplied = (logits * temperature).softmax(-1)
-                hint = ("the logits must be divided by the temperature, not multiplied"
-                        if torch.allclose(got, multiplied, atol=1e-5) else
-                        "a lower temperature must sharpen the distribution, a higher one flatten it")
+                hint = (
+                    "the logits must be divided by the temperature, not multiplied"
+                    if torch.allclose(got, multiplied, atol=1e-5)
+                    else "a lower temperature must sharpen the distribution, a higher one flatten it"
+                )
                 raise AssertionError(f"{call}: wrong probabilities; {hint}")
 
     return report("3.1", check)
@@ -84,8 +87,9 @@ def _sampled_with(model, tokenizer, filter_logits, seed: int = 0) -> torch.Tenso
 def _generated(model, tokenizer, seed: int = 0, **settings) -> torch.Tensor:
     inputs = tokenizer(PROMPT, return_tensors="pt").to(model.device)
     torch.manual_seed(seed)
-    return model.generate(**inputs, do_sample=True, max_new_tokens=NEW_TOKENS, pad_token_id=tokenizer.pad_token_id,
-                          **settings)[0]
+    return model.generate(
+        **inputs, do_sample=True, max_new_tokens=NEW_TOKENS, pad_token_id=tokenizer.pad_token_id, **settings
+    )[0]
 
 
 def _compare_loop(model, tokenizer, filter_logits, settings: dict) -> None:
@@ -93,8 +97,9 @@ def _compare_loop(model, tokenizer, filter_logits, settings: dict) -> None:
     reference = _generated(model, tokenizer, **settings)
     if not torch.equal(by_hand.cpu(), reference[: len(by_hand)].cpu()):
         arguments = ", ".join(f"{key}={value}" for key, value in settings.items())
-        raise AssertionError(f"sampling with your filter drew other tokens than model.generate({arguments}) "
-                             "with the same seed")
+        raise AssertionError(
+            f"sampling with your filter drew other tokens than model.generate({arguments}) with the same seed"
+        )
 
 
 def check_top_k(top_k_filter, model, tokenizer) -> bool:
@@ -105,8 +110,9 @@ def check_top_k(top_k_filter, model, tokenizer) -> bool:
         for k in (1, 2, 4):
             _check_filter(top_k_filter, "top_k_filter", k, TopKLogitsWarper(k))
         k = 5
-        _compare_loop(model, tokenizer, lambda logits: top_k_filter(logits, k),
-                      {"top_k": k, "top_p": 1.0, "temperature": 1.0})
+        _compare_loop(
+            model, tokenizer, lambda logits: top_k_filter(logits, k), {"top_k": k, "top_p": 1.0, "temperature": 1.0}
+        )
 
     return report("3.2", check)
 
@@ -120,51 +126,81 @@ def check_top_p(top_p_filter, model, tokenizer) -> bool:
         for p in (0.3, 0.6, 0.9):
             _check_filter(top_p_filter, "top_p_filter", p, TopPLogitsWarper(p))
         p = 0.8
-        _compare_loop(model, tokenizer, lambda logits: top_p_filter(logits, p),
-                      {"top_k": 0, "top_p": p, "temperature": 1.0})
+        _compare_loop(
+            model, tokenizer, lambda logits: top_p_filter(logits, p), {"top_k": 0, "top_p": p, "temperature": 1.0}
+        )
 
     return report("3.3", check)
 
 
 ORIGINAL_CALL_QUIZ = (
-    ("The original lesson calls generate(..., do_sample=False, top_k=50, top_p=0.90, temperature=0, ...). "
-     "What do top_k, top_p and temperature change in that call?"),
+    (
+        "The original lesson calls generate(..., do_sample=False, top_k=50, top_p=0.90, temperature=0, ...). "
+        "What do top_k, top_p and temperature change in that call?"
+    ),
     [
-        Choice("Nothing: with do_sample=False decoding is greedy, and transformers ignores them (with a warning)",
-               True, "Right: the three only reshape the distribution that sampling draws from; greedy decoding "
-               "takes the most likely token whatever they say."),
-        Choice("temperature=0 is what makes the output deterministic", False,
-               "do_sample=False does that. With sampling on, temperature=0 would divide by zero, and transformers "
-               "refuses it."),
-        Choice("They keep the 50 most likely tokens covering 90% of the probability, then sample", False,
-               "That is what they would do with do_sample=True; here nothing is sampled."),
+        Choice(
+            "Nothing: with do_sample=False decoding is greedy, and transformers ignores them (with a warning)",
+            True,
+            "Right: the three only reshape the distribution that sampling draws from; greedy decoding "
+            "takes the most likely token whatever they say.",
+        ),
+        Choice(
+            "temperature=0 is what makes the output deterministic",
+            False,
+            "do_sample=False does that. With sampling on, temperature=0 would divide by zero, and transformers "
+            "refuses it.",
+        ),
+        Choice(
+            "They keep the 50 most likely tokens covering 90% of the probability, then sample",
+            False,
+            "That is what they would do with do_sample=True; here nothing is sampled.",
+        ),
     ],
 )
 
 BEAM_QUIZ = (
     "model.generate(..., num_beams=4) returns one text. Which one?",
     [
-        Choice("The most likely of the texts its 4 beams kept to the end", True,
-               "Right: at every step it keeps only the 4 best partial texts and drops the rest, so a text whose "
-               "start looked unlikely is never considered, however likely its whole."),
-        Choice("The most likely text of that length the model can produce", False,
-               "Finding that would mean scoring every possible text; beam search prunes to 4 candidates per step "
-               "and can miss it."),
-        Choice("A random one of 4 sampled texts", False,
-               "Beam search (with do_sample=False) draws nothing at random: the same prompt gives the same text."),
+        Choice(
+            "The most likely of the texts its 4 beams kept to the end",
+            True,
+            "Right: at every step it keeps only the 4 best partial texts and drops the rest, so a text whose "
+            "start looked unlikely is never considered, however likely its whole.",
+        ),
+        Choice(
+            "The most likely text of that length the model can produce",
+            False,
+            "Finding that would mean scoring every possible text; beam search prunes to 4 candidates per step "
+            "and can miss it.",
+        ),
+        Choice(
+            "A random one of 4 sampled texts",
+            False,
+            "Beam search (with do_sample=False) draws nothing at random: the same prompt gives the same text.",
+        ),
     ],
 )
 
 DECODER_ONLY_QUIZ = (
     "The notebook slices output[:, prompt_length:] after model.generate. Why would a T5 model not need that?",
     [
-        Choice("GPT-2 is decoder-only: its output continues the input sequence, prompt included; T5's decoder "
-               "writes a new sequence", True,
-               "Right: the original lesson notes the same. A decoder-only model's output is the prompt's tokens "
-               "followed by the new ones; an encoder-decoder model returns only the text its decoder wrote."),
-        Choice("T5's tokenizer removes the prompt when decoding", False,
-               "Decoding turns ids into text; it removes nothing. The difference is what the model returns."),
-        Choice("GPT-2 repeats the prompt only when sampling", False,
-               "Greedy, beam search and sampling all return the prompt's tokens first: generation appends to it."),
+        Choice(
+            "GPT-2 is decoder-only: its output continues the input sequence, prompt included; T5's decoder "
+            "writes a new sequence",
+            True,
+            "Right: the original lesson notes the same. A decoder-only model's output is the prompt's tokens "
+            "followed by the new ones; an encoder-decoder model returns only the text its decoder wrote.",
+        ),
+        Choice(
+            "T5's tokenizer removes the prompt when decoding",
+            False,
+            "Decoding turns ids into text; it removes nothing. The difference is what the model returns.",
+        ),
+        Choice(
+            "GPT-2 repeats the prompt only when sampling",
+            False,
+            "Greedy, beam search and sampling all return the prompt's tokens first: generation appends to it.",
+        ),
     ],
 )

@@ -4,6 +4,7 @@ Exercises: 4.1 one training example's input ids and labels; 4.2 a collator that 
 masks padding and prompt with -100; 4.3 LoRA's trainable parameters by formula. Every check computes its
 reference here (from the tokenizer, from known answers, or from peft itself), independently of the notebook.
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,13 +12,17 @@ import torch
 from . import Choice, call_answer, report
 
 IGNORE = -100
-CHECK_PAIRS = [("Tweet: Missed the bus again and it is pouring.\nSentiment:", " negative"),
-               ("Tweet: Best coffee in town!\nSentiment:", " positive")]
+CHECK_PAIRS = [
+    ("Tweet: Missed the bus again and it is pouring.\nSentiment:", " negative"),
+    ("Tweet: Best coffee in town!\nSentiment:", " positive"),
+]
 # A batch with known answers: GPT-2's end-of-text id 50256 both ends every completion and pads.
 PAD = 50256
-BATCH = [{"input_ids": [10, 11, 12, 13, PAD], "prompt_length": 3},
-         {"input_ids": [20, 21, 22, 23, 24, 25, 26, PAD], "prompt_length": 5},
-         {"input_ids": [30, 31, PAD], "prompt_length": 2}]
+BATCH = [
+    {"input_ids": [10, 11, 12, 13, PAD], "prompt_length": 3},
+    {"input_ids": [20, 21, 22, 23, 24, 25, 26, PAD], "prompt_length": 5},
+    {"input_ids": [30, 31, PAD], "prompt_length": 2},
+]
 
 
 def _ids(value, what: str) -> list[int]:
@@ -35,6 +40,7 @@ def _first_wrong(got: list[int], expected: list[int]) -> int:
 
 def check_training_example(training_example, tokenizer) -> bool:
     """Exercise 4.1: `training_example(tokenizer, prompt, completion)` -> (input_ids, labels) of one example."""
+
     def check():
         for prompt, completion in CHECK_PAIRS:
             prompt_ids = tokenizer(prompt)["input_ids"]
@@ -43,24 +49,29 @@ def check_training_example(training_example, tokenizer) -> bool:
             assert isinstance(result, (tuple, list)) and len(result) == 2, "return two things: (input_ids, labels)"
             input_ids, labels = _ids(result[0], "input_ids"), _ids(result[1], "labels")
             expected_ids = prompt_ids + completion_ids
-            assert len(input_ids) == len(labels), \
+            assert len(input_ids) == len(labels), (
                 f"input_ids and labels must be as long as each other (got {len(input_ids)} and {len(labels)})"
+            )
             if input_ids != expected_ids:
                 if input_ids == expected_ids[:-1]:
                     raise AssertionError("input_ids must end with the end-of-text token, so the model learns to stop")
-                raise AssertionError(f"input_ids differ from the tokens of prompt + completion + end-of-text at "
-                                     f"position {_first_wrong(input_ids, expected_ids)}")
+                raise AssertionError(
+                    f"input_ids differ from the tokens of prompt + completion + end-of-text at "
+                    f"position {_first_wrong(input_ids, expected_ids)}"
+                )
             expected_labels = [IGNORE] * len(prompt_ids) + completion_ids
             if labels == expected_labels:
                 continue
             if labels == input_ids:
                 raise AssertionError("the prompt's labels must be -100: only the completion is learned")
             if labels[:-1] == expected_labels[1:] or labels[:-1] == input_ids[1:]:
-                raise AssertionError("do not shift the labels: the model itself compares position t's prediction "
-                                     "with the label at t + 1")
+                raise AssertionError(
+                    "do not shift the labels: the model itself compares position t's prediction with the label at t + 1"
+                )
             position = _first_wrong(labels, expected_labels)
             wanted = "-100 (a prompt token)" if position < len(prompt_ids) else "that position's token id"
             raise AssertionError(f"the label at position {position} must be {wanted}; yours is {labels[position]}")
+
     return report("4.1", check)
 
 
@@ -74,28 +85,35 @@ def check_right_padding_collator(right_padding_collator) -> bool:
         for name in ("input_ids", "attention_mask", "labels"):
             assert name in got, f"the batch needs the key {name!r}"
             shape = tuple(torch.as_tensor(got[name]).shape)
-            assert shape == (len(BATCH), width), \
+            assert shape == (len(BATCH), width), (
                 f"{name} must have shape (examples, longest example) = {(len(BATCH), width)}, got {shape}"
+            )
         for row, example in enumerate(BATCH):
             ids, length, prompt = example["input_ids"], len(example["input_ids"]), example["prompt_length"]
             input_ids = _ids(got["input_ids"][row], "input_ids")
             mask = _ids(got["attention_mask"][row], "attention_mask")
             labels = _ids(got["labels"][row], "labels")
-            assert input_ids[:length] == ids, \
+            assert input_ids[:length] == ids, (
                 f"row {row} must start with its own tokens (pad on the right), then pad with pad_token_id"
+            )
             assert all(i == PAD for i in input_ids[length:]), f"row {row}: padding positions must hold pad_token_id"
-            assert mask == [1] * length + [0] * (width - length), \
+            assert mask == [1] * length + [0] * (width - length), (
                 f"attention_mask of row {row} must be 1 at its own tokens and 0 at padding"
+            )
             for position in range(length, width):
-                assert labels[position] == IGNORE, \
+                assert labels[position] == IGNORE, (
                     f"labels at padding positions must be -100; row {row}, position {position} has {labels[position]}"
+                )
             for position in range(prompt):
-                assert labels[position] == IGNORE, \
+                assert labels[position] == IGNORE, (
                     f"labels at prompt positions must be -100; row {row}, position {position} has {labels[position]}"
+                )
             for position in range(prompt, length):
                 assert labels[position] == ids[position], (
                     f"row {row}, position {position} is part of the completion: its label must be its token id "
-                    f"(the end-of-text token too, though it is also the pad token: find padding by position)")
+                    f"(the end-of-text token too, though it is also the pad token: find padding by position)"
+                )
+
     return report("4.2", check)
 
 
@@ -105,18 +123,38 @@ def _tiny_models():
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
     torch.manual_seed(0)
-    return [("a tiny GPT-2", AutoModelForCausalLM.from_config(
-                GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=100, bos_token_id=0,
-                           eos_token_id=0))),
-            ("a tiny Llama-style model", AutoModelForCausalLM.from_config(
-                LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                            num_key_value_heads=2, vocab_size=100)))]
+    return [
+        (
+            "a tiny GPT-2",
+            AutoModelForCausalLM.from_config(
+                GPT2Config(
+                    n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=100, bos_token_id=0, eos_token_id=0
+                )
+            ),
+        ),
+        (
+            "a tiny Llama-style model",
+            AutoModelForCausalLM.from_config(
+                LlamaConfig(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    vocab_size=100,
+                )
+            ),
+        ),
+    ]
 
 
 def lora_shapes(model) -> list[tuple[int, int]]:
     """(in_features, out_features) of every weight matrix a LoRA-wrapped `model` adapts, read from its adapters."""
-    return [(module.lora_A["default"].in_features, module.lora_B["default"].out_features)
-            for module in model.modules() if hasattr(module, "lora_A") and "default" in module.lora_A]
+    return [
+        (module.lora_A["default"].in_features, module.lora_B["default"].out_features)
+        for module in model.modules()
+        if hasattr(module, "lora_A") and "default" in module.lora_A
+    ]
 
 
 def check_lora_params(lora_params) -> bool:
@@ -130,8 +168,9 @@ def check_lora_params(lora_params) -> bool:
                 shapes = lora_shapes(wrapped)
                 expected = count_trainable(wrapped)[0]
                 got = call_answer(lora_params, list(shapes), rank)
-                assert isinstance(got, (int, float)) and not isinstance(got, bool), \
+                assert isinstance(got, (int, float)) and not isinstance(got, bool), (
                     f"return a number, got {type(got).__name__}"
+                )
                 if got == expected:
                     continue
                 if got == sum(rank * n_in * n_out for n_in, n_out in shapes):
@@ -140,49 +179,92 @@ def check_lora_params(lora_params) -> bool:
                     raise AssertionError("that is the size of the frozen matrices themselves: count A and B")
                 one = shapes[0]
                 assert got != rank * (one[0] + one[1]), "add up A and B of every adapted matrix, not only the first"
-                raise AssertionError(f"with rank {rank} on {name} (adapted matrices, in x out: {shapes}) your "
-                                     f"count is {'too large' if got > expected else 'too small'}")
+                raise AssertionError(
+                    f"with rank {rank} on {name} (adapted matrices, in x out: {shapes}) your "
+                    f"count is {'too large' if got > expected else 'too small'}"
+                )
+
     return report("4.3", check)
 
 
 QUIZ_PAD_BY_POSITION = (
-    ("The pad token here is the end-of-text token (GPT-2's <|endoftext|>, SmolLM2-135M-Instruct's <|im_end|>). "
-     "What goes wrong if the collator sets every label equal to the pad token's id to -100?"),
-    [Choice("The model never learns to stop after the label word", True,
+    (
+        "The pad token here is the end-of-text token (GPT-2's <|endoftext|>, SmolLM2-135M-Instruct's <|im_end|>). "
+        "What goes wrong if the collator sets every label equal to the pad token's id to -100?"
+    ),
+    [
+        Choice(
+            "The model never learns to stop after the label word",
+            True,
             "Right: the end-of-text token that ends each completion has the pad id too, so it leaves the loss; "
-            "the model is never taught to end its answer. Masking by position keeps it."),
-     Choice("Nothing: padding and end-of-text play the same role", False,
+            "the model is never taught to end its answer. Masking by position keeps it.",
+        ),
+        Choice(
+            "Nothing: padding and end-of-text play the same role",
+            False,
             "They do not: padding is filler the model must ignore; the end-of-text token after the label is "
-            "something it must learn to write."),
-     Choice("The attention mask stops working", False,
+            "something it must learn to write.",
+        ),
+        Choice(
+            "The attention mask stops working",
+            False,
             "The attention mask is built from the lengths, not from the labels: it is unaffected. The loss is what "
-            "loses the end-of-text token."),
-     Choice("Training crashes with an index error", False,
-            "-100 is a valid label (the loss skips it): nothing crashes, which is what makes the bug quiet.")],
+            "loses the end-of-text token.",
+        ),
+        Choice(
+            "Training crashes with an index error",
+            False,
+            "-100 is a valid label (the loss skips it): nothing crashes, which is what makes the bug quiet.",
+        ),
+    ],
 )
 
 QUIZ_EVAL_TUPLE = (
-    ("The original lesson passes eval_dataset=(texts, labels), a plain tuple, with evaluation at every epoch's "
-     "end. When does that go wrong?"),
-    [Choice("At the first evaluation, after a whole epoch of training", True,
+    (
+        "The original lesson passes eval_dataset=(texts, labels), a plain tuple, with evaluation at every epoch's "
+        "end. When does that go wrong?"
+    ),
+    [
+        Choice(
+            "At the first evaluation, after a whole epoch of training",
+            True,
             "Right: the Trainer only touches eval_dataset when it evaluates, so the run trains for an epoch first "
-            "and then fails on data that is not a list of tokenized examples. Check your data before long runs."),
-     Choice("At once, when Trainer(...) is created", False,
-            "The Trainer does not look inside eval_dataset when it is built; that is why the bug costs an epoch."),
-     Choice("Never: the Trainer tokenizes the texts itself", False,
-            "The Trainer does not tokenize: the collator receives the dataset's items as they are."),
-     Choice("Only on a GPU", False, "Nothing about this depends on the device.")],
+            "and then fails on data that is not a list of tokenized examples. Check your data before long runs.",
+        ),
+        Choice(
+            "At once, when Trainer(...) is created",
+            False,
+            "The Trainer does not look inside eval_dataset when it is built; that is why the bug costs an epoch.",
+        ),
+        Choice(
+            "Never: the Trainer tokenizes the texts itself",
+            False,
+            "The Trainer does not tokenize: the collator receives the dataset's items as they are.",
+        ),
+        Choice("Only on a GPU", False, "Nothing about this depends on the device."),
+    ],
 )
 
 QUIZ_LORA_ZERO = (
     "LoRA adds B @ A to a frozen weight matrix, with B filled with zeros at the start. Why zeros?",
-    [Choice("So that the wrapped model starts out computing exactly what the pretrained model did", True,
+    [
+        Choice(
+            "So that the wrapped model starts out computing exactly what the pretrained model did",
+            True,
             "Right: B @ A is zero until training moves B, so training starts from the pretrained model's "
-            "behaviour, not from a random disturbance of it."),
-     Choice("So that fewer parameters are trained", False,
-            "The count is r x (in + out) per matrix whatever the starting values."),
-     Choice("Because zeros need no memory", False, "A zero takes the same memory as any other number."),
-     Choice("So that A gets no gradient", False,
+            "behaviour, not from a random disturbance of it.",
+        ),
+        Choice(
+            "So that fewer parameters are trained",
+            False,
+            "The count is r x (in + out) per matrix whatever the starting values.",
+        ),
+        Choice("Because zeros need no memory", False, "A zero takes the same memory as any other number."),
+        Choice(
+            "So that A gets no gradient",
+            False,
             "With B zero, A's first gradient is zero, but B's is not; after one step both learn. That is a "
-            "side effect, not the reason.")],
+            "side effect, not the reason.",
+        ),
+    ],
 )

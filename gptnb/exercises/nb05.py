@@ -1,5 +1,6 @@
 """Checks and quizzes of notebook 05 (the OpenAI API): label scoring from logprobs, the chat training record,
 what a fine-tuning job is billed."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def _top(*pairs):
 LOGPROB_CASES = [
     ([(" Negative", -0.2), (" Positive", -1.8), (" It", -3.0)], 0, "capitalised label words with a leading space"),
     ([(" The", -0.4), ("pos", -1.1), (" negative", -2.5)], 1, "a token that is the start of a label word"),
-    ([(" positive", -2.9), ("\n", -0.1), ("negative", -1.6), ("Positive", -0.9)], 1,
-     "a label spelled several ways: its best variant counts"),
+    (
+        [(" positive", -2.9), ("\n", -0.1), ("negative", -1.6), ("Positive", -0.9)],
+        1,
+        "a label spelled several ways: its best variant counts",
+    ),
     ([(" ", -0.05), ("\n", -0.3), (" neg", -2.2)], 0, "blank tokens, which start every word, name no label"),
     ([(" The", -0.3), (" I", -0.9), ("\n", -1.4)], -1, "no label among the tokens"),
 ]
@@ -68,20 +72,24 @@ def check_chat_record(answer, system: str = "Classify the sentiment of the tweet
                 json.dumps(got)
             except (TypeError, ValueError) as error:
                 raise AssertionError(f"the record must be JSON-serialisable: {error}") from None
-            expected = to_record(example_from_pair({"prompt": prompt, "completion": completion}, 1).with_system(system),
-                                 "chat")
+            expected = to_record(
+                example_from_pair({"prompt": prompt, "completion": completion}, 1).with_system(system), "chat"
+            )
             if list(got) != list(expected):
                 raise AssertionError(f"the record's keys are {list(got)}; a chat record has one key, 'messages'")
             messages = got["messages"]
             if not isinstance(messages, list) or len(messages) != len(expected["messages"]):
-                raise AssertionError(f"'messages' must be a list of {len(expected['messages'])} messages "
-                                     "(system, user, assistant)")
+                raise AssertionError(
+                    f"'messages' must be a list of {len(expected['messages'])} messages (system, user, assistant)"
+                )
             for i, (mine, right) in enumerate(zip(messages, expected["messages"])):
                 if not isinstance(mine, dict) or mine.get("role") != right["role"]:
                     raise AssertionError(f"message {i} must be a dict with role {right['role']!r}")
                 if mine.get("content") != right["content"]:
-                    raise AssertionError(f"message {i} ({right['role']}) has content {mine.get('content')!r}: "
-                                         "not what prepare_data writes (spaces around it?)")
+                    raise AssertionError(
+                        f"message {i} ({right['role']}) has content {mine.get('content')!r}: "
+                        "not what prepare_data writes (spaces around it?)"
+                    )
                 if set(mine) != {"role", "content"}:
                     raise AssertionError(f"message {i} has keys {sorted(mine)}; only 'role' and 'content'")
 
@@ -116,13 +124,18 @@ def check_training_cost(answer) -> bool:
             if math.isclose(got, right, rel_tol=1e-9, abs_tol=1e-12):
                 continue
             where = f"for {len(counts)} examples, {epochs} epochs, max_tokens {limit} at {price} USD/1M ({model})"
-            hints = [(billed(counts, epochs, limit, per_epoch=False) * price / 1e6, "every epoch is billed"),
-                     (billed(counts, epochs, limit, truncate=False) * price / 1e6,
-                      "only max_tokens of a longer example are billed"),
-                     (billed(counts, epochs, limit) * price, "the price is per million tokens")]
+            hints = [
+                (billed(counts, epochs, limit, per_epoch=False) * price / 1e6, "every epoch is billed"),
+                (
+                    billed(counts, epochs, limit, truncate=False) * price / 1e6,
+                    "only max_tokens of a longer example are billed",
+                ),
+                (billed(counts, epochs, limit) * price, "the price is per million tokens"),
+            ]
             hint = next((why for value, why in hints if math.isclose(got, value, rel_tol=1e-9)), "")
-            raise AssertionError(f"{where} you returned {got:.6g} USD, which is not right"
-                                 + (f": {hint}" if hint else ""))
+            raise AssertionError(
+                f"{where} you returned {got:.6g} USD, which is not right" + (f": {hint}" if hint else "")
+            )
 
     return report("5.3", check)
 
@@ -130,40 +143,69 @@ def check_training_cost(answer) -> bool:
 QUIZ_ENGINES = (
     "The original lesson chose among the GPT-3 engines Davinci, Curie, Babbage and Ada. What is that choice today?",
     [
-        Choice("The same four names, still on the completions endpoint", False,
-               "They were shut down on 2024-01-04, with text-davinci-002 and /v1/fine-tunes."),
-        Choice("A trade-off between model size, price and latency, among models that are retired every few months",
-               True, "Davinci to Ada went from most accurate to fastest; today's small/mini/nano models make the same "
-                     "trade, and their names go stale, hence a dated list checked against models.list()."),
-        Choice("No choice: one model serves every purpose", False,
-               "Providers still sell several sizes; the smaller ones are cheaper and faster, the larger more capable."),
+        Choice(
+            "The same four names, still on the completions endpoint",
+            False,
+            "They were shut down on 2024-01-04, with text-davinci-002 and /v1/fine-tunes.",
+        ),
+        Choice(
+            "A trade-off between model size, price and latency, among models that are retired every few months",
+            True,
+            "Davinci to Ada went from most accurate to fastest; today's small/mini/nano models make the same "
+            "trade, and their names go stale, hence a dated list checked against models.list().",
+        ),
+        Choice(
+            "No choice: one model serves every purpose",
+            False,
+            "Providers still sell several sizes; the smaller ones are cheaper and faster, the larger more capable.",
+        ),
     ],
 )
 
 QUIZ_MODEL_LIST = (
     "Why does this notebook read model names from data/openai_models.csv and check them against models.list()?",
     [
-        Choice("Because a hard-coded name fails with a 404 once the model is retired", True,
-               "The list is dated, so you can see how old a choice is, and the first name the account still offers "
-               "is used; when none is left you are told which file to edit."),
-        Choice("Because models.list() returns the models ranked by quality", False,
-               "It returns what the account can call, in no useful order; the preference order is ours, in the CSV."),
-        Choice("Because the local server needs OpenAI's model names", False,
-               "The local server lists its own models (the profile's, and the ft: models you trained); the CSV has "
-               "rows for those too."),
+        Choice(
+            "Because a hard-coded name fails with a 404 once the model is retired",
+            True,
+            "The list is dated, so you can see how old a choice is, and the first name the account still offers "
+            "is used; when none is left you are told which file to edit.",
+        ),
+        Choice(
+            "Because models.list() returns the models ranked by quality",
+            False,
+            "It returns what the account can call, in no useful order; the preference order is ours, in the CSV.",
+        ),
+        Choice(
+            "Because the local server needs OpenAI's model names",
+            False,
+            "The local server lists its own models (the profile's, and the ft: models you trained); the CSV has "
+            "rows for those too.",
+        ),
     ],
 )
 
 QUIZ_INTERVALS = (
-    ("On the same 300 test tweets, model A scores macro-F1 0.80 [0.75, 0.85] and model B 0.78 [0.72, 0.83] "
-     "(bootstrap 95 % intervals). What can you say?"),
+    (
+        "On the same 300 test tweets, model A scores macro-F1 0.80 [0.75, 0.85] and model B 0.78 [0.72, 0.83] "
+        "(bootstrap 95 % intervals). What can you say?"
+    ),
     [
-        Choice("A is better than B", False,
-               "A difference of 0.02 is well inside what resampling the test tweets moves each score by."),
-        Choice("This test split cannot tell A and B apart; more test tweets (or a paired comparison) are needed", True,
-               "Each interval is about ±0.05 wide: a 0.02 difference could come from which tweets happened to be "
-               "in the test split."),
-        Choice("B is better, since its interval starts lower", False,
-               "A lower interval means a lower or less certain score, not a better one."),
+        Choice(
+            "A is better than B",
+            False,
+            "A difference of 0.02 is well inside what resampling the test tweets moves each score by.",
+        ),
+        Choice(
+            "This test split cannot tell A and B apart; more test tweets (or a paired comparison) are needed",
+            True,
+            "Each interval is about ±0.05 wide: a 0.02 difference could come from which tweets happened to be "
+            "in the test split.",
+        ),
+        Choice(
+            "B is better, since its interval starts lower",
+            False,
+            "A lower interval means a lower or less certain score, not a better one.",
+        ),
     ],
 )
