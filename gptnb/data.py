@@ -73,10 +73,10 @@ def read_labelled_csv(path: str | Path) -> pd.DataFrame:
         raise DataError(
             f"{path}: no such file; give the path of a CSV file (Sentiment140 layout or text,label columns)"
         )
-    raw = path.read_bytes()
-    if not raw.strip():
+    content = _decode(path, path.read_bytes())
+    if not content.strip():
         raise DataError(f"{path}: the file is empty; it needs a header line and rows of text,label")
-    rows = csv_rows(path, _decode(path, raw), "save it as a CSV file")
+    rows = csv_rows(path, content, "save it as a CSV file")
     if not rows:
         return _frame(path, [])
     header = [cell.strip().lower() for cell in rows[0][1]]
@@ -86,20 +86,28 @@ def read_labelled_csv(path: str | Path) -> pd.DataFrame:
 
 
 def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 (a leading byte-order mark dropped), UTF-16 with its mark, else latin-1 (Sentiment140's encoding)."""
+    """UTF-8 (a leading byte-order mark dropped), UTF-16 with its mark, else line by line: UTF-8 where a line
+    is valid UTF-8, latin-1 (Sentiment140's encoding) where it is not, so that a file mixing both keeps both."""
     try:
         if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             content = raw.decode("utf-16")
         else:
             content = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        content = raw.decode("latin-1")  # every byte decodes
+        content = "".join(_decode_line(line) for line in raw.removeprefix(codecs.BOM_UTF8).splitlines(keepends=True))
     if "\x00" in content:
         raise DataError(
             f"{path}: contains NUL bytes, so it is not a text CSV (a spreadsheet or binary file?); "
             "export it as CSV (UTF-8)"
         )
     return content
+
+
+def _decode_line(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")  # every byte decodes
 
 
 def _rows_with_header(path: Path, rows: list[tuple[int, list[str]]], header: list[str]) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -33,6 +34,18 @@ from .data import SOURCES, TooFewTweets
 from .files import DataError, replacing
 
 COMPLETE_MARKER = "metrics.json"  # written last: a DIR without it is not a finished run
+PROFILE_RANK = "profile"  # `--lora` without a rank
+# The number options: their flags, each of which must be given a positive (and finite) value if given at all.
+SIZES = {
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "batch_size": "--batch-size",
+    "max_examples": "--max-examples",
+    "max_length": "--max-length",
+    "n_val": "--n-val",
+    "n_test": "--n-test",
+    "lora": "--lora",
+}
 
 
 class CommandError(Exception):
@@ -76,7 +89,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lora",
         nargs="?",
         type=int,
-        const=-1,
+        const=PROFILE_RANK,
         metavar="RANK",
         help="train LoRA adapters (rank: the profile's lora_rank unless given)",
     )
@@ -115,6 +128,20 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise CommandError(f"--out {out}: cannot write in {out.parent}")
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Refuse a number option given as zero, negative, NaN or infinite (each would otherwise fail late or mislead)."""
+    for name, flag in SIZES.items():
+        value = getattr(args, name)
+        if value is None or value == PROFILE_RANK:
+            continue
+        if not math.isfinite(value) or value <= 0:
+            raise CommandError(f"{flag} must be a positive number, not {value}; leave it out to use the profile's")
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from .data import load_tweets
     from .evaluate import classification_metrics, classify
@@ -124,34 +151,28 @@ def _finetune(args: argparse.Namespace) -> int:
     from .profiles import get_profile
     from .prompts import tweet_pairs
 
-    profile = get_profile(args.profile)
+    _check_sizes(args)
+    try:
+        profile = get_profile(args.profile)
+    except ValueError as error:
+        raise CommandError(str(error).replace("unknown profile", "--profile: unknown profile")) from None
     out = args.out.expanduser().resolve()
     _check_out(out, args.overwrite)
     rank = int(os.environ.get("LOCAL_RANK", -1))
     main_process = int(os.environ.get("RANK", 0)) == 0
-    lora_rank = (profile.lora_rank if args.lora == -1 else args.lora) or None
+    lora_rank = profile.lora_rank if args.lora == PROFILE_RANK else args.lora
     settings = {
-        "epochs": args.epochs or profile.epochs,
-        "learning_rate": args.lr or (profile.lora_learning_rate if lora_rank else profile.learning_rate),
-        "batch_size": args.batch_size or profile.batch_size,
-        "max_length": args.max_length or profile.max_length,
+        "epochs": _given(args.epochs, profile.epochs),
+        "learning_rate": _given(args.lr, profile.lora_learning_rate if lora_rank else profile.learning_rate),
+        "batch_size": _given(args.batch_size, profile.batch_size),
+        "max_length": _given(args.max_length, profile.max_length),
         "lora_rank": lora_rank,
     }
-    flags = {
-        "epochs": "--epochs",
-        "learning_rate": "--lr",
-        "batch_size": "--batch-size",
-        "max_length": "--max-length",
-        "lora_rank": "--lora",
-    }
-    for name, value in settings.items():
-        if value is not None and value <= 0:
-            raise CommandError(f"{flags[name]} must be positive, not {value}")
     try:
         splits = load_tweets(
             args.data,
             classes=args.classes,
-            n_train=args.max_examples or profile.n_train,
+            n_train=_given(args.max_examples, profile.n_train),
             n_val=args.n_val,
             n_test=args.n_test,
             seed=args.seed,

@@ -15,7 +15,7 @@ import gptnb
 from gptnb import collate, evaluate, lora, prompts
 from gptnb import finetune as ft
 from gptnb.cli import main
-from gptnb.data import load_tweets
+from gptnb.data import load_tweets, read_labelled_csv
 
 LABELS = ("negative", "positive")
 PAIRS = [
@@ -298,10 +298,16 @@ def test_cli_other_bad_inputs(tmp_path, capsys):
     assert _cli(tmp_path, data=str(small)) == 2
     assert "--n-test" in capsys.readouterr().err
     assert _cli(tmp_path, "--lr", "-1") == 2
-    assert "--lr must be positive" in capsys.readouterr().err
+    assert "--lr must be a positive number" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert _cli(tmp_path, out="file") == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_a_csv_mixing_utf8_and_latin1_rows_keeps_both(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("text,label\nnaïve one,positive\n".encode() + "café two,negative\n".encode("latin-1"))
+    assert read_labelled_csv(path)["text"].tolist() == ["naïve one", "café two"]
 
 
 def test_cli_crash_leaves_no_output_dir(tmp_path, monkeypatch, capsys):
