@@ -21,13 +21,17 @@ class DataError(ValueError):
     """Input data that cannot be used; the message says where and what to do."""
 
 
-def csv_rows(path: Path, text: str, fix: str, error: type[Exception] = DataError) -> list[tuple[int, list[str]]]:
+def csv_rows(
+    path: Path, text: str, fix: str, error: type[Exception] = DataError, strict: bool = False
+) -> list[tuple[int, list[str]]]:
     """(line, cells) of each row of `text`, the CSV read from `path`, skipping blank rows.
 
     `line` is where the row starts (a quoted field may span lines). A row the csv module cannot
-    parse raises `error` with ``path:line``, what went wrong and `fix`, the remedy.
+    parse raises `error` with ``path:line`` of the row's start, what went wrong and `fix`, the remedy.
+    With `strict`, a quote that is never closed, or closed with text after it (``"broken,negative``
+    then ``"fine",positive``: two rows that would merge into one field), is such an error.
     """
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), strict=strict)
     rows, start = [], 1
     try:
         for row in reader:
@@ -35,7 +39,8 @@ def csv_rows(path: Path, text: str, fix: str, error: type[Exception] = DataError
                 rows.append((start, row))
             start = reader.line_num + 1
     except csv.Error as problem:
-        raise error(f"{path}:{reader.line_num}: not readable as CSV ({problem}); {fix}") from None
+        found = f"{problem}" if reader.line_num <= start else f"{problem} on line {reader.line_num}"
+        raise error(f"{path}:{start}: not readable as CSV from this line ({found}); {fix}") from None
     return rows
 
 

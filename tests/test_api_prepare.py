@@ -120,9 +120,9 @@ def test_malformed_input_fails_cleanly_without_output(tmp_path, capsys, name, co
     source = tmp_path / name
     if content is not None:
         source.write_bytes(content if isinstance(content, bytes) else content.encode())
-    assert cli.main(["prepare-data", str(source), "--tokenizer", "tiny-gpt2"]) == 1
-    out = capsys.readouterr().out
-    assert message in out and "Traceback" not in out
+    assert cli.main(["prepare-data", str(source), "--tokenizer", "tiny-gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gptnb prepare-data: error: ") and message in err and "Traceback" not in err
     assert not list(tmp_path.glob("*_prepared.jsonl")) and not list(tmp_path.glob(".*"))
 
 
@@ -176,5 +176,5 @@ def test_a_system_message_opens_every_chat_example(tmp_path, capsys):
     )
     first = read_jsonl(tmp_path / "t_prepared.jsonl")[0]["messages"]
     assert first[0] == {"role": "system", "content": "Classify the sentiment."} and first[1]["role"] == "user"
-    assert cli.main(["prepare-data", str(source), "--system", "x", "--format", "completion"]) == 1
-    assert "needs the chat format" in capsys.readouterr().out
+    assert cli.main(["prepare-data", str(source), "--system", "x", "--format", "completion"]) == 2
+    assert "needs the chat format" in capsys.readouterr().err

@@ -14,6 +14,8 @@ import argparse
 import json
 import math
 import statistics
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +92,10 @@ def read_examples(path: Path) -> tuple[str, list[Example], dict[str, list[int]]]
     """(kind, examples, problems) of a CSV or JSONL file; `PrepareError` if it cannot be read at all."""
     if not path.is_file():
         raise PrepareError(f"{path}: no such file; give a .csv (prompt,completion columns) or a .jsonl file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise PrepareError(f"{path}: cannot read it ({error.strerror})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -100,14 +105,31 @@ def read_examples(path: Path) -> tuple[str, list[Example], dict[str, list[int]]]
         raise PrepareError(f"{path}: the file is empty")
     is_jsonl = path.suffix.lower() in {".jsonl", ".json"} or (path.suffix.lower() != ".csv" and text.lstrip()[0] == "{")
     kind, (examples, problems) = ("JSONL", read_jsonl(text)) if is_jsonl else ("CSV", _read_csv(path, text))
+    if not examples and not problems:
+        raise PrepareError(f"{path}: no examples, only a header; add rows of prompt,completion under it")
     if not examples:
         found = "; ".join(f"{name} on lines {_lines(at)}" for name, at in problems.items())
         raise PrepareError(f"{path}: no usable examples ({found}); see `gptnb prepare-data --help` for the formats")
+    _check_encodable(path, examples)
     return kind, examples, problems
 
 
+def _check_encodable(path: Path, examples: list[Example]) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` in JSON): no tokenizer takes it."""
+    for example in examples:
+        text = "".join(message["content"] for message in example.as_chat())
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise PrepareError(
+                f"{path}:{example.line}: a lone surrogate ({error.object[error.start]!r}) in the text, which is not "
+                "valid Unicode and no tokenizer can encode; fix or remove that line"
+            ) from None
+
+
 def _read_csv(path: Path, text: str):
-    rows = csv_rows(path, text, "check its quoting", PrepareError)
+    fix = 'check its quoting: close every quote, and double a quote inside quotes ("")'
+    rows = csv_rows(path, text, fix, PrepareError, strict=True)
     header = [cell.strip().lower() for cell in rows[0][1]] if rows else []
     if "prompt" not in header or "completion" not in header:
         raise PrepareError(
@@ -125,6 +147,7 @@ def prepare_data(
     tokenizer: str | None = None,
     max_tokens: int | None = None,
     system: str | None = None,
+    force: bool = False,
 ) -> Prepared:
     """Check `path` (CSV or JSONL), write the usable examples as JSONL in `form` to `output`
     (default: ``<name>_prepared.jsonl`` beside it) and return the report.
@@ -132,19 +155,31 @@ def prepare_data(
     Tokens are counted with `tokenizer` (default: the profile's fine-tuning model),
     and examples over `max_tokens` (default: the profile's training length) are flagged.
     `system` opens every chat example that has no system message with this one (ask the
-    fine-tuned model with the same system message).
+    fine-tuned model with the same system message). An existing `output` other than the default
+    is replaced only with `force`.
     """
     if form not in FORMATS:
         raise PrepareError(f"unknown format {form!r}; use one of {', '.join(FORMATS)}")
     if system and form != "chat":
         raise PrepareError("a system message needs the chat format (--format chat)")
+    if max_tokens is not None and max_tokens <= 0:
+        raise PrepareError(f"--max-tokens must be a positive number of tokens, not {max_tokens}")
     path = Path(path)
-    output = Path(output) if output else path.with_name(f"{path.stem}_prepared.jsonl")
+    default = path.with_name(f"{path.stem}_prepared.jsonl")
+    output = Path(output) if output else default
     if output.resolve() == path.resolve():
         raise PrepareError(f"{output}: the output would overwrite the input; choose another -o path")
     if not output.parent.is_dir():
         raise PrepareError(f"{output.parent}: no such folder for the output; create it or choose another -o path")
+    if output.is_dir():
+        raise PrepareError(f"{output}: is a folder; give -o a file path, e.g. {output / default.name}")
+    if output.exists() and output.resolve() != default.resolve() and not force:
+        raise PrepareError(f"{output}: already exists; add --force to replace it, or choose another -o path")
     kind, examples, problems = read_examples(path)
+    try:
+        tempfile.TemporaryFile(dir=output.parent).close()  # fail now, not after counting tokens
+    except OSError as error:
+        raise _unwritable(output, error) from None
     if system:
         examples = [example.with_system(system) for example in examples]
     profile = get_profile()
@@ -153,7 +188,10 @@ def prepare_data(
     counter = load_tokenizer(tokenizer)
     counts = [len(counter("".join(training_pair(example, counter))).input_ids) + 1 for example in examples]  # +1: eos
     too_long = [example.line for example, n in zip(examples, counts) if n > max_tokens]
-    write_atomically(output, "".join(json.dumps(to_record(example, form)) + "\n" for example in examples))
+    try:
+        write_atomically(output, "".join(json.dumps(to_record(example, form)) + "\n" for example in examples))
+    except OSError as error:
+        raise _unwritable(output, error) from None
     return Prepared(
         path,
         kind,
@@ -168,6 +206,12 @@ def prepare_data(
     )
 
 
+def _unwritable(output: Path, error: OSError) -> PrepareError:
+    return PrepareError(
+        f"{output}: cannot write a file there ({error.strerror}); choose an -o path in a folder you can write to"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         prepared = prepare_data(
@@ -177,10 +221,11 @@ def _run(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             max_tokens=args.max_tokens,
             system=args.system,
+            force=args.force,
         )
     except (PrepareError, ModelUnavailableError) as error:
-        print(f"gptnb prepare-data: {error}")
-        return 1
+        print(f"gptnb prepare-data: error: {error}", file=sys.stderr)
+        return 2
     print(prepared.summary())
     return 0
 
@@ -196,6 +241,7 @@ def add_command(commands, summary: str) -> None:
         "file", type=Path, help="a .csv with prompt,completion columns, or a .jsonl (chat or prompt/completion)"
     )
     parser.add_argument("-o", "--output", type=Path, help="where to write (default: <file>_prepared.jsonl)")
+    parser.add_argument("--force", action="store_true", help="replace an existing -o file")
     parser.add_argument("--format", choices=FORMATS, default="chat", help="output format (default: chat)")
     parser.add_argument(
         "--tokenizer", help="count tokens with this model's tokenizer (default: the profile's fine-tuning model)"
