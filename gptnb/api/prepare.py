@@ -174,7 +174,9 @@ def prepare_data(
     if output.is_dir():
         raise PrepareError(f"{output}: is a folder; give -o a file path, e.g. {output / default.name}")
     if output.exists() and output.resolve() != default.resolve() and not force:
-        raise PrepareError(f"{output}: already exists; add --force to replace it, or choose another -o path")
+        raise PrepareError(
+            f"{output}: already exists; add --force (in Python: force=True) to replace it, or choose another -o path"
+        )
     kind, examples, problems = read_examples(path)
     try:
         tempfile.TemporaryFile(dir=output.parent).close()  # fail now, not after counting tokens
