@@ -98,7 +98,7 @@ PREPARE_CASES = [
     (["{dir}/surrogate.jsonl"], "surrogate.jsonl:1: a lone surrogate ('\\ud800') in the text"),
     (["{dir}/surrogate2.jsonl"], "surrogate2.jsonl:2: a lone surrogate ('\\udfff') in the text"),
     (["{dir}/pairs.csv", "-o", "{dir}"], ": is a folder; give -o a file path"),
-    (["{dir}/pairs.csv", "-o", "{dir}/existing.txt"], "existing.txt: already exists; add --force to replace it"),
+    (["{dir}/pairs.csv", "-o", "{dir}/existing.txt"], "existing.txt: already exists; add --force"),
     (["{dir}/pairs.csv", "-o", "/proc/gptnb-prepared.jsonl"], "/proc/gptnb-prepared.jsonl: cannot write a file there"),
     (["{dir}/pairs.csv", "-o", "{dir}/missing/out.jsonl"], "missing: no such folder for the output"),
     (["{dir}/pairs.csv", "-o", "{dir}/pairs.csv"], "the output would overwrite the input"),
