@@ -158,8 +158,17 @@ class ModelInfo:
         return self.name != self.requested
 
     def __str__(self) -> str:
-        text = f"{self.name} ({self.source})"
+        text = full_name(self.name, self.source)
         return f"{text}, in place of {self.requested}" if self.substituted else text
+
+
+def full_name(name: str, *details: str) -> str:
+    """The model's own name for a gptnb short name, with the short name and `details` in brackets:
+    ``full_name("smollm2-135m", "offline copy")`` is ``SmolLM2-135M-Instruct (smollm2-135m; offline copy)``."""
+    spec = MODELS.get(name.lower())
+    own = spec.hub_id.rsplit("/", 1)[-1] if spec and spec.hub_id else name
+    notes = ([name] if own.lower() != name.lower() else []) + list(details)
+    return f"{own} ({'; '.join(notes)})" if notes else own
 
 
 def spec_for(name: str) -> ModelSpec:
@@ -370,7 +379,7 @@ def load_model(
             )
         model, source = _try_load(spec_for(fallback), dtype)
         info = ModelInfo(requested=name, name=fallback, source=source, reason=reason)
-        print(f"gptnb: asked for {name}, loaded {fallback} ({source}) instead: {reason}.")
+        print(f"gptnb: asked for {name}, loaded {full_name(fallback, source)} instead: {reason}.")
     tokenizer = load_tokenizer(info.name)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:

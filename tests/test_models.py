@@ -108,3 +108,12 @@ def test_smollm2_offline_answers_the_seed_prompt(offline):
     ids = tokenizer(prompt, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=2, do_sample=False)
     assert tokenizer.decode(out[0, ids.input_ids.shape[1] :]).strip().startswith("Negative")
+
+
+def test_full_name_gives_the_models_own_name_for_a_short_one():
+    from gptnb.models import ModelInfo, full_name
+
+    assert full_name("smollm2-135m") == "SmolLM2-135M-Instruct (smollm2-135m)"
+    assert full_name("gpt2", "hub") == "gpt2 (hub)" and full_name("tiny-gpt2") == "tiny-gpt2"
+    substituted = ModelInfo(requested="gpt2", name="smollm2-135m", source="offline copy", reason="offline")
+    assert str(substituted) == "SmolLM2-135M-Instruct (smollm2-135m; offline copy), in place of gpt2"
