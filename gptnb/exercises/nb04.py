@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from ..collate import IGNORE_INDEX as IGNORE
 from . import Choice, call_answer, report
 
-IGNORE = -100
 CHECK_PAIRS = [
     ("Tweet: Missed the bus again and it is pouring.\nSentiment:", " negative"),
     ("Tweet: Best coffee in town!\nSentiment:", " positive"),

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-import pandas as pd
-
 from ..paths import data_dir
+from ..pricing import PRICES_CSV, load_prices
 from . import Choice, call_answer, report
 
 LABELS = ["negative", "positive"]
@@ -98,11 +97,11 @@ def check_chat_record(answer, system: str = "Classify the sentiment of the tweet
 
 def training_price(model: str | None = None) -> tuple[str, float]:
     """(model, USD per 1M training tokens) from ``data/openai_prices.csv``: `model`'s, else the first one priced."""
-    prices = pd.read_csv(data_dir() / "openai_prices.csv").dropna(subset=["training_usd_per_1m"])
+    prices = load_prices().dropna(subset=["training_usd_per_1m"])
     if model is not None:
         prices = prices[prices["model"] == model]
     if prices.empty:
-        raise ValueError(f"{data_dir() / 'openai_prices.csv'} has no training price{f' for {model}' if model else ''}")
+        raise ValueError(f"{data_dir() / PRICES_CSV} has no training price{f' for {model}' if model else ''}")
     return prices["model"].iloc[0], float(prices["training_usd_per_1m"].iloc[0])
 
 
