@@ -19,9 +19,8 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _cuda_capability(device: torch.device) -> tuple[int, int]:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index)
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def has_native_bf16(device: torch.device | str | None = None) -> bool:
@@ -31,7 +30,7 @@ def has_native_bf16(device: torch.device | str | None = None) -> bool:
     bf16 is emulated and slow.
     """
     device = torch.device(device or pick_device())
-    return device.type == "cuda" and _cuda_capability(device) >= (8, 0)
+    return device.type == "cuda" and torch.cuda.get_device_capability(_cuda_index(device)) >= (8, 0)
 
 
 def pick_dtype(device: torch.device | str | None = None, training: bool = False) -> torch.dtype:
@@ -64,8 +63,7 @@ def describe(device: torch.device | str | None = None) -> str:
     """One line naming the device, its hardware and the dtype gptnb uses there."""
     device = torch.device(device or pick_device())
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
+        props = torch.cuda.get_device_properties(_cuda_index(device))
         hardware = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor}"
     elif device.type == "mps":
         hardware = "Apple GPU"
