@@ -43,6 +43,7 @@ class Settings:
     models: tuple[str, ...]  # base models by gptnb name; the first is loaded at start
     data_dir: Path
     api_key: str | None = None
+    host: str = "127.0.0.1"  # the address it listens on (the Host header a request must name when it is loopback)
     max_body_bytes: int = 4 * MiB
     max_file_bytes: int = 64 * MiB
 
@@ -121,7 +122,7 @@ def uvicorn_server(app: FastAPI, log_level: str = "info"):
 def _run(args: argparse.Namespace) -> int:
     models = tuple(args.model or [get_profile().prompting_model])
     api_key = args.api_key or os.environ.get("GPTNB_API_KEY") or None
-    settings = Settings(models=models, data_dir=args.data_dir or default_data_dir(), api_key=api_key)
+    settings = Settings(models=models, data_dir=args.data_dir or default_data_dir(), api_key=api_key, host=args.host)
     try:
         sock = bind(args.host, args.port)
     except OSError as error:
@@ -170,8 +171,9 @@ def add_command(commands, summary: str) -> None:
 class Background:
     """A server running in a daemon thread of this process (see `gptnb.api.local_server`)."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1"):
+    def __init__(self, settings: Settings):
         self.settings = settings
+        host = settings.host
         sock = bind(host, 0)
         self.port = sock.getsockname()[1]
         self.base_url = f"http://{host}:{self.port}/v1"
