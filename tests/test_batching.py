@@ -1,0 +1,182 @@
+"""Continuous batching (`gptnb.api.batching`): requests decoded together give what each gives alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from gptnb.api.batching import Batcher
+from gptnb.api.engine import Cancelled, Loaded, generate
+
+PROMPTS = [
+    "Hello there",
+    "The quick brown fox jumps over the lazy dog and then, tired, lies down in the sun for",
+    "A",
+    "Once upon a time, in a land far away,",
+]
+MAX_TOKENS = [40, 12, 25, 18]  # the first runs long so that the others join it mid-way
+
+
+@pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-llama"])
+def loaded(request, tiny_gpt2):
+    """A tiny GPT-2 (absolute positions) or a tiny random Llama, SmolLM2's shape (rotary positions, grouped heads)."""
+    model, tokenizer = tiny_gpt2
+    if request.param == "tiny-llama":
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        )
+        model = AutoModelForCausalLM.from_config(config).eval()
+    return Loaded(model, tokenizer)
+
+
+def _settings(i: int, sampled: bool) -> dict:
+    if not sampled:
+        return {"temperature": 0, "k": 3}
+    return {"temperature": 0.9, "top_p": 0.95, "k": 3, "generator": torch.Generator().manual_seed(100 + i)}
+
+
+def _alone(loaded: Loaded, sampled: bool) -> list[list]:
+    return [
+        list(generate(loaded, loaded.tokenizer(p).input_ids, max_tokens=m, **_settings(i, sampled)))
+        for i, (p, m) in enumerate(zip(PROMPTS, MAX_TOKENS))
+    ]
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+class _PauseAt:
+    """Hold the model's `at`-th forward pass (counted from entering the block) until the block ends:
+    the decode thread stops there, mid-request, while the test sends more requests."""
+
+    def __init__(self, model, at: int):
+        self.model, self.at, self.calls, self.reached, self.resume = model, at, 0, threading.Event(), threading.Event()
+
+    def _hook(self, module, args):
+        self.calls += 1
+        if self.calls == self.at:
+            self.reached.set()
+            self.resume.wait(60)
+
+    def __enter__(self):
+        self.handle = self.model.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.resume.set()
+        self.handle.remove()
+
+
+def _consume(batcher: Batcher, loaded: Loaded, i: int, sampled: bool, results: list, **extra) -> threading.Thread:
+    """Start a thread that runs request `i` through `batcher` into ``results[i]``."""
+
+    def run():
+        ids, results[i] = loaded.tokenizer(PROMPTS[i]).input_ids, []
+        try:
+            for token in batcher.generate(ids, max_tokens=MAX_TOKENS[i], **_settings(i, sampled), **extra):
+                results[i].append(token)
+        except Cancelled:
+            results[i].append("cancelled")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _assert_same(batched: list, alone: list) -> None:
+    assert [t.id for t in batched] == [t.id for t in alone]
+    for b, a in zip(batched, alone):
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
+        assert [text for text, _ in b.top] == [text for text, _ in a.top]
+        assert [v for _, v in b.top] == pytest.approx([v for _, v in a.top], abs=1e-4)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
+def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled):
+    alone = _alone(loaded, sampled)
+    batcher, results = Batcher(loaded), [None] * len(PROMPTS)
+    try:
+        with _PauseAt(loaded.model, at=5) as pause:  # the first request's prefill and 3 decode steps, then hold
+            threads = [_consume(batcher, loaded, 0, sampled, results)]
+            pause.reached.wait(60)
+            threads += [_consume(batcher, loaded, i, sampled, results) for i in range(1, len(PROMPTS))]
+            _wait_for(lambda: batcher.waiting == len(PROMPTS) - 1)
+        for thread in threads:
+            thread.join(60)
+    finally:
+        batcher.close()
+    assert batcher.largest_batch == len(PROMPTS)  # the three joined the first mid-way
+    for batched, single in zip(results, alone):
+        _assert_same(batched, single)
+
+
+def test_a_cancelled_request_frees_its_row_and_the_others_are_unchanged(loaded):
+    alone = _alone(loaded, sampled=False)
+    batcher, results, cancel = Batcher(loaded, max_rows=1), [None] * len(PROMPTS), threading.Event()
+    try:
+        with _PauseAt(loaded.model, at=5) as pause:
+            threads = [_consume(batcher, loaded, 0, False, results, cancel=cancel)]
+            pause.reached.wait(60)
+            threads.append(_consume(batcher, loaded, 1, False, results))
+            _wait_for(lambda: batcher.waiting == 1)  # the only row is the first's
+            cancel.set()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        batcher.close()
+    *tokens, end = results[0]  # its prefill and 3 steps before the held pass, which makes the 5th and last
+    assert end == "cancelled"
+    _assert_same(tokens, alone[0][:5])
+    _assert_same(results[1], alone[1])
+
+
+def test_a_consumer_that_stops_iterating_frees_its_row(loaded):
+    alone = _alone(loaded, sampled=False)
+    batcher = Batcher(loaded, max_rows=1)
+    try:
+        stream = batcher.generate(loaded.tokenizer(PROMPTS[0]).input_ids, max_tokens=400, **_settings(0, False))
+        first = [next(stream) for _ in range(3)]
+        stream.close()
+        ids = loaded.tokenizer(PROMPTS[1]).input_ids
+        second = list(batcher.generate(ids, max_tokens=MAX_TOKENS[1], **_settings(1, False)))
+    finally:
+        batcher.close()
+    _assert_same(first, alone[0][:3])
+    _assert_same(second, alone[1])
+    assert batcher.steps < 400 - 3  # the closed request did not run on to its 400 tokens
+
+
+def test_full_when_the_waiting_line_is_at_its_limit(tiny_gpt2):
+    loaded = Loaded(*tiny_gpt2)
+    batcher, results = Batcher(loaded, max_rows=1, max_waiting=1), [None] * len(PROMPTS)
+    try:
+        with _PauseAt(loaded.model, at=2) as pause:
+            threads = [_consume(batcher, loaded, 0, False, results)]
+            pause.reached.wait(60)
+            assert not batcher.full()
+            threads.append(_consume(batcher, loaded, 1, False, results))
+            _wait_for(lambda: batcher.waiting == 1)
+            assert batcher.full()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        batcher.close()
+    assert not batcher.full()
+    assert [len(tokens) for tokens in results[:2]] == MAX_TOKENS[:2]
