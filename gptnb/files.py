@@ -1,7 +1,7 @@
 """Reading and writing files safely: `DataError`, CSV rows with their line numbers, atomic writes.
 
-A file is written beside its destination and renamed onto it when complete, so a crash
-leaves the old file or the new one, never half of one. An input that cannot be used raises
+A file is written beside its destination, flushed to the disk and renamed onto it when complete,
+so a crash or power loss leaves the old file or the new one, never half of one. An input that cannot be used raises
 `DataError` with ``file:line: field ...`` and what to do.
 """
 
@@ -45,12 +45,13 @@ def csv_rows(
 
 
 @contextmanager
-def replacing(path: str | Path, folder: bool = False, keep_existing: bool = False) -> Iterator[Path]:
+def replacing(path: str | Path, folder: bool = False, keep_existing: bool = False, mode: int = 0o644) -> Iterator[Path]:
     """``with replacing(path) as tmp:`` write `tmp` (a file, or with `folder` a folder); it becomes `path`.
 
     `tmp` is beside `path` (same file system, hidden name). When the block ends without an error it is
     renamed onto `path`, replacing what was there; otherwise it is removed and `path` is left as it was.
     With `keep_existing`, a folder that another process completed at `path` meanwhile is kept instead.
+    A file gets the permissions `mode` and reaches the disk (fsync) before the rename, the rename after.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def replacing(path: str | Path, folder: bool = False, keep_existing: bool = Fals
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(handle)
         tmp = Path(name)
-        os.chmod(tmp, 0o644)  # a temporary file starts private
+        os.chmod(tmp, mode)  # a temporary file starts private
     try:
         yield tmp
         if folder and keep_existing:
@@ -75,7 +76,9 @@ def replacing(path: str | Path, folder: bool = False, keep_existing: bool = Fals
             tmp.rename(path)
             shutil.rmtree(old)
         else:
+            _fsync(tmp)
             os.replace(tmp, path)
+            _fsync(path.parent)
     finally:
         if folder:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -83,7 +86,19 @@ def replacing(path: str | Path, folder: bool = False, keep_existing: bool = Fals
             tmp.unlink(missing_ok=True)
 
 
-def write_atomically(path: str | Path, content: str | bytes) -> None:
-    """Write `content` (text as UTF-8) to `path` through `replacing`."""
-    with replacing(path) as tmp:
+def _fsync(path: Path) -> None:
+    """Flush `path` (a file's bytes, or a folder's names) to the disk."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its renames need no folder flush
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def write_atomically(path: str | Path, content: str | bytes, mode: int = 0o644) -> None:
+    """Write `content` (text as UTF-8) to `path`, with permissions `mode`, through `replacing`."""
+    with replacing(path, mode=mode) as tmp:
         tmp.write_bytes(content.encode() if isinstance(content, str) else content)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import Depends, Request
 
 from .engine import Loaded, ModelPool
@@ -29,6 +31,31 @@ def get_registry(request: Request) -> ModelRegistry:
 def get_pool(request: Request) -> ModelPool:
     """The server's loaded models (`ModelPool`)."""
     return request.app.state.pool
+
+
+UPLOADS_AT_ONCE = 2  # each holds a file of up to 64 MiB on its way to the disk and a thread checking it
+
+
+async def upload_slot(request: Request) -> AsyncIterator[None]:
+    """One of the server's `UPLOADS_AT_ONCE` upload slots, held while the request runs; 429 when all are taken.
+
+    A 429 rather than a wait: the openai client retries a 429 by itself after a pause, while a queue of
+    waiting uploads would hold their connections open, with no bound, until the client's timeout.
+    (It runs on the server's event loop, one request at a time: the count needs no lock.)
+    """
+    state = request.app.state
+    busy = getattr(state, "uploads", 0)
+    if busy >= UPLOADS_AT_ONCE:
+        raise APIError(
+            429,
+            f"{busy} uploads are already being received, the most this server takes at once; retry in a moment",
+            code="rate_limit_exceeded",
+        )
+    state.uploads = busy + 1
+    try:
+        yield
+    finally:
+        state.uploads -= 1
 
 
 def file_or_404(file_id: str, store: Store = Depends(get_store)) -> dict:

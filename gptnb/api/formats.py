@@ -9,6 +9,7 @@ that cannot be used gets a named problem instead, as in OpenAI's data-prep cookb
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -20,6 +21,7 @@ PROBLEMS = {
     "missing_keys": "no 'messages' list, or 'prompt' without 'completion' (or a message without role/content)",
     "invalid_type": "a field has the wrong type (content must be a string)",
     "empty_field": "a prompt, completion or message content is empty",
+    "invalid_unicode": "a text holds a lone surrogate escape (\\ud800-\\udfff), which is no character",
     "unrecognized_role": f"a message role other than {', '.join(ROLES)}",
     "missing_assistant_message": "no assistant message to learn from",
     "duplicate": "the same example as an earlier line",
@@ -128,7 +130,17 @@ def example_from_pair(record: dict, line: int) -> Example:
         raise FormatError("invalid_type", "prompt and completion must be strings")
     if not prompt.strip() or not completion.strip():
         raise FormatError("empty_field", f"empty {'prompt' if not prompt.strip() else 'completion'}")
+    _check_unicode(prompt, "prompt")
+    _check_unicode(completion, "completion")
     return Example(line, prompt=prompt, completion=completion)
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """`FormatError` when `text` holds a lone surrogate (from a ``\\ud800`` escape): no tokenizer can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise FormatError("invalid_unicode", f"{where} holds the lone surrogate {text[error.start]!r}") from None
 
 
 def _messages(messages) -> tuple[tuple[str, str], ...]:
@@ -145,34 +157,45 @@ def _messages(messages) -> tuple[tuple[str, str], ...]:
             raise FormatError("invalid_type", f"message {i}: content must be a string")
         if not content.strip():
             raise FormatError("empty_field", f"message {i} ({role}) has empty content")
+        _check_unicode(content, f"message {i}")
         pairs.append((role, content))
     if pairs[-1][0] != "assistant":
         raise FormatError("missing_assistant_message", "the last message must be the assistant's answer")
     return tuple(pairs)
 
 
+def parse_each(rows, parse, problems: dict[str, list[int]]) -> Iterator[Example]:
+    """The `Example` of each ``(line, row)`` that ``parse(row, line)`` can read; the line numbers of the others
+    are added to `problems` under the name of their problem."""
+    for line, row in rows:
+        try:
+            yield parse(row, line)
+        except FormatError as error:
+            problems.setdefault(error.problem, []).append(line)
+
+
 def collect(rows, parse) -> tuple[list[Example], dict[str, list[int]]]:
     """Parse each ``(line, row)`` with ``parse(row, line)``; keep the usable examples, the first
     of any duplicates, and the line numbers of each problem."""
     examples, problems, seen = [], {}, set()
-    for line, row in rows:
-        try:
-            example = parse(row, line)
-        except FormatError as error:
-            problems.setdefault(error.problem, []).append(line)
-            continue
+    for example in parse_each(rows, parse, problems):
         if example.key() in seen:
-            problems.setdefault("duplicate", []).append(line)
+            problems.setdefault("duplicate", []).append(example.line)
             continue
         seen.add(example.key())
         examples.append(example)
     return examples, problems
 
 
+def jsonl_rows(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line that is not blank."""
+    return ((line, row) for line, row in enumerate(lines, start=1) if row.strip())
+
+
 def read_jsonl(text: str) -> tuple[list[Example], dict[str, list[int]]]:
     """Every usable example of a JSONL text, and the line numbers of each problem."""
-    rows = text.split("\n")  # not splitlines(): JSON strings may hold U+2028 and other line-breaking characters
-    return collect(((line, row) for line, row in enumerate(rows, start=1) if row.strip()), parse_record)
+    lines = text.split("\n")  # not splitlines(): JSON strings may hold U+2028 and other line-breaking characters
+    return collect(jsonl_rows(lines), parse_record)
 
 
 def training_file_examples(text: str) -> tuple[list[Example], str | None]:
@@ -182,7 +205,19 @@ def training_file_examples(text: str) -> tuple[list[Example], str | None]:
     """
     examples, problems = read_jsonl(text)
     problems.pop("duplicate", None)
-    return examples, (problem_summary(problems) or "no examples") if problems or not examples else None
+    return examples, _verdict(problems, bool(examples))
+
+
+def training_file_problem(lines: Iterable[str]) -> str | None:
+    """What `training_file_examples` finds wrong with a file given as its lines (split at ``\\n`` only),
+    read one at a time and none kept, so a large file is checked in little memory; None when it can be trained on."""
+    problems: dict[str, list[int]] = {}
+    usable = sum(1 for _ in parse_each(jsonl_rows(lines), parse_record, problems))
+    return _verdict(problems, usable > 0)
+
+
+def _verdict(problems: dict[str, list[int]], usable: bool) -> str | None:
+    return (problem_summary(problems) or "no examples") if problems or not usable else None
 
 
 def problem_summary(problems: dict[str, list[int]], shown: int = 5) -> str:

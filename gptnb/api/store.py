@@ -6,21 +6,32 @@
     jobs/<job-id>/checkpoints.json                 its checkpoints, as the API returns them
     jobs/<job-id>/model, jobs/<job-id>/step-N      the trained LoRA adapters
 
-Every JSON file is written to a temporary name and renamed into place, so a crash
-leaves the old version or the new one, never half of one.
+Every JSON file is written to a temporary name, flushed to the disk and renamed into place,
+so a crash leaves the old version or the new one, never half of one. One that is unreadable
+all the same (emptied, cut short, edited by hand) is moved aside to ``<name>.corrupt`` with a
+warning, and the server carries on without it. An events line cut short by a crash is skipped.
+
+Only the user can read what is kept: folders the store creates are 0700, files 0600 (a data
+folder the user already had keeps its permissions; ``files/`` and ``jobs/`` are made 0700).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import sys
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
-from ..files import write_atomically
+from ..files import replacing, write_atomically
 
 ACTIVE = ("validating_files", "queued", "running")
+PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
 def new_id(prefix: str) -> str:
@@ -29,8 +40,45 @@ def new_id(prefix: str) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    """Write `data` as JSON to `path` atomically (temporary file, then rename)."""
-    write_atomically(path, json.dumps(data, indent=1))
+    """Write `data` as JSON to `path` atomically (temporary file, then rename), readable by the user only."""
+    write_atomically(path, json.dumps(data, indent=1), mode=PRIVATE_FILE)
+
+
+def read_json(path: Path, usable: Callable[[Any], bool]) -> Any | None:
+    """The JSON in `path` when `usable` accepts it; None when there is no such file, or when it cannot be
+    used (unreadable, empty, cut short, another shape): then it is moved aside to ``<name>.corrupt``
+    with a one-line warning on stderr."""
+    try:
+        data = json.loads(path.read_bytes())
+        if usable(data):
+            return data
+        reason = "not the shape gptnb writes"
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: not JSON, or not UTF-8
+        reason = " ".join(str(error).split()) or type(error).__name__
+    aside = path.with_name(f"{path.name}.corrupt")
+    try:
+        path.rename(aside)
+        done = f"moved it to {aside.name}"
+    except OSError as error:
+        done = f"could not move it aside ({error.strerror})"
+    print(f"gptnb serve: WARNING: skipped {path} ({reason}); {done}", file=sys.stderr)
+    return None
+
+
+def _is_record(data) -> bool:
+    """A file or job object as the store writes it (an id and a creation time, at least)."""
+    return isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("created_at"), int)
+
+
+def _is_checkpoint_list(data) -> bool:
+    return isinstance(data, list) and all(isinstance(checkpoint, dict) for checkpoint in data)
+
+
+def _private(path: str, flags: int) -> int:
+    """`open`'s opener for a file only the user can read (when it is created)."""
+    return os.open(path, flags, PRIVATE_FILE)
 
 
 class Store:
@@ -38,33 +86,50 @@ class Store:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        (self.root / "files").mkdir(parents=True, exist_ok=True)
-        (self.root / "jobs").mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        for folder in (self.root / "files", self.root / "jobs"):
+            folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+            folder.chmod(PRIVATE_FOLDER)  # also when an earlier version created it open to all
         self._lock = threading.RLock()
-        self._files = {f["id"]: f for f in self._read_all(self.root / "files", "*.json")}
-        self._jobs = {j["id"]: j for j in self._read_all(self.root / "jobs", "*/job.json")}
+        self._files = {f["id"]: f for f in self._read_all("files/*.json")}
+        self._jobs = {j["id"]: j for j in self._read_all("jobs/*/job.json")}
 
-    @staticmethod
-    def _read_all(folder: Path, pattern: str) -> list[dict]:
-        found = [json.loads(path.read_text()) for path in folder.glob(pattern)]
-        return sorted(found, key=lambda item: item["created_at"])
+    def _read_all(self, pattern: str) -> list[dict]:
+        found = [read_json(path, _is_record) for path in self.root.glob(pattern)]
+        return sorted((item for item in found if item is not None), key=lambda item: item["created_at"])
 
     # --- files ---------------------------------------------------------------------------------
 
-    def add_file(self, filename: str, purpose: str, content: bytes) -> dict:
-        """Keep `content` as a new file object and return it."""
+    @contextmanager
+    def receiving(self) -> Iterator[Path]:
+        """``with store.receiving() as tmp:`` an empty private file in the files folder to stream an upload
+        into; ``add_file(..., tmp)`` keeps it, else it is removed when the block ends."""
+        handle, name = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.root / "files")
+        os.close(handle)
+        try:
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    def add_file(self, filename: str, purpose: str, content: bytes | Path) -> dict:
+        """Keep `content` as a new file object and return it; a `Path` (from `receiving`) is moved, not copied."""
+        size = content.stat().st_size if isinstance(content, Path) else len(content)
         record = {
             "id": new_id("file"),
             "object": "file",
-            "bytes": len(content),
+            "bytes": size,
             "created_at": int(time.time()),
             "filename": filename,
             "purpose": purpose,
             "status": "processed",
             "status_details": None,
         }
+        with replacing(self.content_path(record["id"]), mode=PRIVATE_FILE) as tmp:
+            if isinstance(content, Path):
+                os.replace(content, tmp)
+            else:
+                tmp.write_bytes(content)
         with self._lock:
-            self.content_path(record["id"]).write_bytes(content)
             write_json(self.root / "files" / f"{record['id']}.json", record)
             self._files[record["id"]] = record
         return record
@@ -96,7 +161,7 @@ class Store:
 
     def add_job(self, job: dict) -> dict:
         with self._lock:
-            self.job_dir(job["id"]).mkdir()
+            self.job_dir(job["id"]).mkdir(mode=PRIVATE_FOLDER)
             write_json(self.job_dir(job["id"]) / "job.json", job)
             self._jobs[job["id"]] = job
         return job
@@ -128,24 +193,32 @@ class Store:
             "data": data,
             "type": "metrics" if data else "message",
         }
-        with self._lock, open(self.job_dir(job_id) / "events.jsonl", "a") as log:
-            log.write(json.dumps(event) + "\n")
+        line = json.dumps(event).encode() + b"\n"
+        with self._lock, open(self.job_dir(job_id) / "events.jsonl", "a+b", opener=_private) as log:
+            end = log.seek(0, os.SEEK_END)
+            if end:
+                log.seek(end - 1)
+                if log.read(1) != b"\n":  # the last line was cut short by a crash: start a new one
+                    line = b"\n" + line
+            log.write(line)
         return event
 
     def events(self, job_id: str) -> list[dict]:
         """A job's events, oldest first (a line cut short by a crash is skipped)."""
         path = self.job_dir(job_id) / "events.jsonl"
         events = []
-        for line in path.read_text().splitlines() if path.exists() else []:
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
             try:
-                events.append(json.loads(line))
+                event = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(event, dict):
+                events.append(event)
         return events
 
     def checkpoints(self, job_id: str) -> list[dict]:
-        path = self.job_dir(job_id) / "checkpoints.json"
-        return json.loads(path.read_text()) if path.exists() else []
+        """A job's checkpoints, newest first ([] when it has none, or only an unreadable file of them)."""
+        return read_json(self.job_dir(job_id) / "checkpoints.json", _is_checkpoint_list) or []
 
     def set_checkpoints(self, job_id: str, checkpoints: list[dict]) -> None:
         write_json(self.job_dir(job_id) / "checkpoints.json", checkpoints)
