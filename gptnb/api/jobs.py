@@ -1,9 +1,13 @@
 """Fine-tuning jobs: checked when created, then trained one at a time in a background thread.
 
-A job goes ``validating_files → queued → running → succeeded | failed | cancelled``.
+A job goes ``validating_files → queued → running → succeeded | failed | cancelled``; its events
+follow these steps, and none is logged after the job ends. Its training (and validation) file is
+copied into its folder when it is created, so deleting the uploaded file does not affect it.
 Training is `gptnb.finetune.finetune` on the job's examples (LoRA, sizes from the
-profile); every log entry becomes a ``metrics`` event, and the LoRA adapter is
-saved under the job's folder, where the server finds it to serve ``ft:`` models.
+profile); every log entry becomes a ``metrics`` event. The LoRA adapter and checkpoints are
+written into the trainer's scratch folder and moved into the job's folder only when the job
+succeeds, where the server finds them to serve ``ft:`` models: a cancelled, failed or
+interrupted job leaves no adapter behind.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ import shutil
 import threading
 import time
 import traceback
+from pathlib import Path
 
+from ..files import write_atomically
 from ..profiles import Profile
 from .formats import training_file_examples, training_pair
 from .store import ACTIVE, Store, new_id
+
+FILES = ("training_file", "validation_file")  # a job's copies of them: <job folder>/<name>.jsonl
+STOPPED = "the server was stopped before this job finished; create a new job"
+CRASHED = "the server stopped (a crash or restart) before this job finished; create a new job"
 
 
 class JobError(ValueError):
@@ -55,14 +65,46 @@ def resolve_hyperparameters(requested: dict, n_examples: int, profile: Profile) 
     }
 
 
-def file_examples(store: Store, file_id: str, param: str):
-    """The examples of an uploaded file, or a `JobError` naming each problem with its lines."""
+def checked_file(store: Store, file_id: str, param: str) -> tuple[bytes, list]:
+    """The bytes and examples of an uploaded file, or a `JobError` naming each problem with its lines."""
+    missing = JobError(f"{param} {file_id!r} was not found; upload it first with purpose 'fine-tune'", param)
     if store.file(file_id) is None:
-        raise JobError(f"{param} {file_id!r} was not found; upload it first with purpose 'fine-tune'", param)
-    examples, wrong = training_file_examples(store.content_path(file_id).read_text(encoding="utf-8"))
+        raise missing
+    try:
+        content = store.content_path(file_id).read_bytes()
+    except FileNotFoundError:  # deleted meanwhile
+        raise missing from None
+    examples, wrong = training_file_examples(content.decode("utf-8"))
     if wrong:
         raise JobError(f"{param} {file_id}: {wrong}", param)
-    return examples
+    return content, examples
+
+
+def pinned_examples(folder: Path, param: str) -> list:
+    """The examples of the job's copy of its file `param` (``training_file`` or ``validation_file``)."""
+    return training_file_examples((folder / f"{param}.jsonl").read_text(encoding="utf-8"))[0]
+
+
+def clean_up(store: Store, job_id: str) -> None:
+    """Remove what an ended job no longer needs: the copies of its files, the trainer's scratch folder and,
+    unless it succeeded, any adapter or checkpoint (a crash can leave them half-written)."""
+    folder = store.job_dir(job_id)
+    leftovers = [folder / "trainer", *folder.glob("*_file.jsonl")]
+    if store.job(job_id)["status"] != "succeeded":
+        leftovers += [folder / "model", *folder.glob("step-*")]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def recover(store: Store) -> list[str]:
+    """Fail the jobs that a crash or restart left unfinished and `clean_up` every job; return the failed ids."""
+    interrupted = store.fail_unfinished(CRASHED)
+    for job in store.jobs():
+        clean_up(store, job["id"])
+    return interrupted
 
 
 def new_job(request, hyperparameters: dict) -> dict:
@@ -102,25 +144,31 @@ class JobRunner:
         self._thread.start()
 
     def submit(self, job: dict) -> dict:
-        """Store a new job, check its files (a failed check fails the job) and queue it; return it."""
+        """Store a new job, check its files (a failed check fails the job), copy them into the job's folder
+        (deleting an uploaded file does not affect the job) and queue it; return it."""
         store, job_id = self.store, job["id"]
         store.add_job(job)
         store.add_event(job_id, f"Validating training file: {job['training_file']}")
         try:
-            examples = file_examples(store, job["training_file"], "training_file")
-            if job["validation_file"]:
-                file_examples(store, job["validation_file"], "validation_file")
+            files = {param: checked_file(store, job[param], param) for param in FILES if job[param]}
         except JobError as error:
-            return self._finish(
-                job_id,
-                "failed",
-                f"Job failed: {error}",
-                error={"code": "invalid_file", "message": str(error), "param": error.param},
-            )
+            with self._lock:
+                return self._finish(
+                    job_id,
+                    "failed",
+                    f"Job failed: {error}",
+                    error={"code": "invalid_file", "message": str(error), "param": error.param},
+                )
+        for param, (content, _) in files.items():
+            write_atomically(store.job_dir(job_id) / f"{param}.jsonl", content)
+        examples = files["training_file"][1]
         hyper = resolve_hyperparameters(job["hyperparameters"], len(examples), self.profile)
-        store.add_event(job_id, f"Files validated ({len(examples)} training examples), moving job to queued state")
         method = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
-        job = store.update_job(job_id, status="queued", hyperparameters=hyper, method=method)
+        with self._lock:
+            if store.job(job_id)["status"] != "validating_files":  # cancelled, or the server stopped, meanwhile
+                return store.job(job_id)
+            store.add_event(job_id, f"Files validated ({len(examples)} training examples), moving job to queued state")
+            job = store.update_job(job_id, status="queued", hyperparameters=hyper, method=method)
         self._queue.put(job_id)
         return job
 
@@ -132,45 +180,52 @@ class JobRunner:
                 raise JobError(f"job {job_id} is already {job['status']}; only unfinished jobs can be cancelled")
             return self._finish(job_id, "cancelled", "Job cancelled")
 
-    def close(self) -> None:
-        """Fail the unfinished jobs (training stops after its current step) and end the worker thread."""
+    def close(self, timeout: float = 60) -> list[str]:
+        """Fail the unfinished jobs, end the worker thread and wait for it (training stops after its current step)
+        at most `timeout` seconds; return the ids of the failed jobs. Calling it again does nothing."""
         with self._lock:
-            self.store.fail_unfinished("the server was stopped before this job finished; create a new job")
+            failed = self.store.fail_unfinished(STOPPED)
         self._queue.put(None)
+        self._thread.join(timeout)
+        return failed
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the worker thread has ended (after `close`)."""
+        return not self._thread.is_alive()
+
+    def _running(self, job_id: str) -> bool:
+        return self.store.job(job_id)["status"] == "running"
 
     def _finish(self, job_id: str, status: str, message: str, **changes) -> dict:
+        """End an unfinished job with its last event (the caller holds the lock); an ended job stays as it is."""
+        if self.store.job(job_id)["status"] not in ACTIVE:
+            return self.store.job(job_id)
         self.store.add_event(job_id, message, level="error" if status == "failed" else "info")
         return self.store.update_job(
             job_id, status=status, finished_at=int(time.time()), estimated_finish=None, **changes
         )
 
     def _work(self) -> None:
-        while True:
-            job_id = self._queue.get()
-            if job_id is None:  # closed
-                return
-            with self._lock:
-                if self.store.job(job_id)["status"] != "queued":  # cancelled while waiting
-                    continue
-                self.store.update_job(job_id, status="running")
+        while (job_id := self._queue.get()) is not None:  # None: closed
             try:
+                with self._lock:
+                    if self.store.job(job_id)["status"] != "queued":  # cancelled, or the server stopped, meanwhile
+                        continue
+                    self.store.update_job(job_id, status="running")
+                    self.store.add_event(job_id, "Fine-tuning job started")
                 self._train(job_id)
             except Exception as error:  # a training crash fails this job, never the server
                 traceback.print_exc()
                 with self._lock:
-                    if self.store.job(job_id)["status"] == "running":
-                        self._finish(
-                            job_id,
-                            "failed",
-                            f"Job failed: {type(error).__name__}: {error}",
-                            error={
-                                "code": "training_failed",
-                                "message": f"{type(error).__name__}: {error}",
-                                "param": None,
-                            },
-                        )
+                    self._finish(
+                        job_id,
+                        "failed",
+                        f"Job failed: {type(error).__name__}: {error}",
+                        error={"code": "training_failed", "message": f"{type(error).__name__}: {error}", "param": None},
+                    )
             finally:
-                shutil.rmtree(self.store.job_dir(job_id) / "trainer", ignore_errors=True)
+                clean_up(self.store, job_id)
 
     def _train(self, job_id: str) -> None:
         from ..finetune import finetune
@@ -178,34 +233,20 @@ class JobRunner:
         from ..models import load_model
 
         store, profile, job = self.store, self.profile, self.store.job(job_id)
-        store.add_event(job_id, "Fine-tuning job started")
         started = time.time()
         hyper, folder = job["hyperparameters"], store.job_dir(job_id)
         model, tokenizer = load_model(job["model"], training=True)
-        train = [training_pair(e, tokenizer) for e in file_examples(store, job["training_file"], "training_file")]
+        train = [training_pair(e, tokenizer) for e in pinned_examples(folder, "training_file")]
         val = None
         if job["validation_file"]:
-            val = [training_pair(e, tokenizer) for e in file_examples(store, job["validation_file"], "validation_file")]
+            val = [training_pair(e, tokenizer) for e in pinned_examples(folder, "validation_file")]
+        if not self._running(job_id):  # cancelled, or the server stopped, while the model loaded
+            return
 
         def on_step(log: dict) -> None:
-            data = {"step": log["step"], "total_steps": log["total_steps"], "epoch": round(log.get("epoch") or 0, 3)}
-            if log["step"] and store.job(job_id)["status"] == "running":
-                per_step = (time.time() - started) / log["step"]
-                store.update_job(
-                    job_id, estimated_finish=int(time.time() + per_step * (log["total_steps"] - log["step"]))
-                )
-            if "loss" in log:
-                store.add_event(
-                    job_id,
-                    f"Step {log['step']}/{log['total_steps']}: training loss={log['loss']:.4f}",
-                    data={**data, "train_loss": log["loss"]},
-                )
-            elif "eval_loss" in log:
-                store.add_event(
-                    job_id,
-                    f"Step {log['step']}/{log['total_steps']}: validation loss={log['eval_loss']:.4f}",
-                    data={**data, "full_valid_loss": log["eval_loss"]},
-                )
+            with self._lock:  # no event after the job ended
+                if self._running(job_id):
+                    self._log_step(job_id, log, started)
 
         result = finetune(
             model,
@@ -220,14 +261,18 @@ class JobRunner:
             seed=job["seed"],
             output_dir=folder / "trainer",
             on_step=on_step,
-            should_stop=lambda: store.job(job_id)["status"] != "running",
+            should_stop=lambda: not self._running(job_id),
             progress=False,
         )
-        save_finetuned(result.model, tokenizer, folder / "model", merge=False)
-        checkpoints = self._keep_checkpoints(job, result.log_history)
+        if result.stopped or not self._running(job_id):
+            return
+        save_finetuned(result.model, tokenizer, folder / "trainer" / "model", merge=False)
+        checkpoints = self._stage_checkpoints(job, result.log_history)
         with self._lock:
-            if store.job(job_id)["status"] != "running":  # cancelled during training
+            if not self._running(job_id):  # cancelled while saving
                 return
+            for name in ("model", *(f"step-{checkpoint['step_number']}" for checkpoint in checkpoints)):
+                (folder / "trainer" / name).rename(folder / name)
             store.set_checkpoints(job_id, checkpoints)
             for checkpoint in checkpoints:
                 store.add_event(job_id, f"Checkpoint created at step {checkpoint['step_number']}")
@@ -242,16 +287,36 @@ class JobRunner:
                 trained_tokens=round(result.tokens_per_second * result.train_seconds),
             )
 
-    def _keep_checkpoints(self, job: dict, history: list[dict]) -> list[dict]:
-        """The Trainer's epoch checkpoints (best and last, with a validation file), or else the final model,
-        moved to ``step-N`` folders and described as the API's checkpoint objects, newest first."""
-        folder, name = self.store.job_dir(job["id"]), model_name(job)
-        steps = sorted(int(path.name.split("-")[1]) for path in (folder / "trainer").glob("checkpoint-*"))
+    def _log_step(self, job_id: str, log: dict, started: float) -> None:
+        """Record a training log entry: the estimated finish, and a ``metrics`` event for a loss."""
+        store = self.store
+        data = {"step": log["step"], "total_steps": log["total_steps"], "epoch": round(log.get("epoch") or 0, 3)}
+        if log["step"]:
+            per_step = (time.time() - started) / log["step"]
+            store.update_job(job_id, estimated_finish=int(time.time() + per_step * (log["total_steps"] - log["step"])))
+        if "loss" in log:
+            store.add_event(
+                job_id,
+                f"Step {log['step']}/{log['total_steps']}: training loss={log['loss']:.4f}",
+                data={**data, "train_loss": log["loss"]},
+            )
+        elif "eval_loss" in log:
+            store.add_event(
+                job_id,
+                f"Step {log['step']}/{log['total_steps']}: validation loss={log['eval_loss']:.4f}",
+                data={**data, "full_valid_loss": log["eval_loss"]},
+            )
+
+    def _stage_checkpoints(self, job: dict, history: list[dict]) -> list[dict]:
+        """The Trainer's epoch checkpoints (best and last, with a validation file), or else the saved model,
+        as ``trainer/step-N`` folders, described as the API's checkpoint objects, newest first."""
+        scratch, name = self.store.job_dir(job["id"]) / "trainer", model_name(job)
+        steps = sorted(int(path.name.split("-")[1]) for path in scratch.glob("checkpoint-*"))
         for step in steps:
-            (folder / "trainer" / f"checkpoint-{step}").rename(folder / f"step-{step}")
+            (scratch / f"checkpoint-{step}").rename(scratch / f"step-{step}")
         if not steps:
             steps = [max((entry.get("step", 0) for entry in history), default=0)]
-            shutil.copytree(folder / "model", folder / f"step-{steps[0]}")
+            shutil.copytree(scratch / "model", scratch / f"step-{steps[0]}")
         checkpoints = []
         for step in reversed(steps):
             losses = [e["loss"] for e in history if "loss" in e and e.get("step", 0) <= step]

@@ -11,12 +11,19 @@ otherwise; with an API key set, a request without it gets 401.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
+import signal
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus, unquote_plus
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +36,7 @@ from ..paths import cache_dir
 from ..profiles import get_profile
 from .engine import ModelPool
 from .guard import Guard, MiB
-from .jobs import JobRunner
+from .jobs import JobRunner, recover
 from .registry import ModelRegistry
 from .routes import completions, files, fine_tuning, models
 from .schemas import APIError
@@ -56,9 +63,7 @@ def default_data_dir() -> Path:
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI app: the routers over a `Store` in ``settings.data_dir``, a `ModelPool` and a `JobRunner`."""
     store = Store(settings.data_dir)
-    interrupted = store.fail_unfinished(
-        "the server stopped (a crash or restart) before this job finished; create a new job"
-    )
+    interrupted = recover(store)
     if interrupted:
         print(
             f"gptnb serve: {len(interrupted)} job(s) left unfinished by the last run marked failed: "
@@ -113,10 +118,74 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class RedactKeys(logging.Filter):
+    """Hides API keys in the request paths of uvicorn's access log: the value of every query parameter whose
+    name says key, token, secret, password or auth, and each of the servers' `keys` wherever it appears."""
+
+    SECRET_NAME = re.compile(r"key|token|secret|password|auth", re.IGNORECASE)
+
+    def __init__(self):
+        super().__init__()
+        self.keys: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+    def redact(self, text: str) -> str:
+        """`text` (a path with its query string) with every key replaced by ``***``."""
+        path, mark, query = text.partition("?")
+        if mark:
+            query = "&".join(self._redact_parameter(parameter) for parameter in query.split("&"))
+        text = path + mark + query
+        for key in self.keys:
+            for form in {key, quote(key), quote(key, safe=""), quote_plus(key)}:
+                text = text.replace(form, "***")
+        return text
+
+    def _redact_parameter(self, parameter: str) -> str:
+        name, equals, value = parameter.partition("=")
+        if equals and (self.SECRET_NAME.search(unquote_plus(name)) or unquote_plus(value).strip() in self.keys):
+            return f"{name}=***"
+        return parameter
+
+
+STOP_WAIT_S = 60  # how long a stopped server waits for the fine-tuning job's current step
+ACCESS_LOG_FILTER = RedactKeys()  # one for the process: every server in it adds its key
+
+
 def uvicorn_server(app: FastAPI, log_level: str = "info"):
+    """A uvicorn server for `app`, whose access log never shows the app's API key (`RedactKeys`)."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2))
+    if app.state.settings.api_key:
+        ACCESS_LOG_FILTER.keys.add(app.state.settings.api_key)
+    logging.getLogger("uvicorn.access").addFilter(ACCESS_LOG_FILTER)  # after the Config set up uvicorn's logging
+    return server
+
+
+@contextmanager
+def stop_signals(server) -> Iterator[list[int]]:
+    """Within the block, SIGINT and SIGTERM make `server` exit and are added to the list it yields.
+
+    uvicorn handles them itself while it serves, then raises the signal again after its shutdown; without
+    this, that signal would end the process (SIGTERM) or raise KeyboardInterrupt (SIGINT) before the
+    fine-tuning job is stopped and marked failed.
+    """
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        server.should_exit = True
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -142,11 +211,22 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print("gptnb serve: WARNING: listening beyond this machine with no API key: anyone who can reach it can use it")
-    try:
-        uvicorn_server(app).run(sockets=[sock])
-    finally:
-        app.state.runner.close()
-    return 0
+    server = uvicorn_server(app)
+    with stop_signals(server) as received:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            failed = app.state.runner.close(timeout=STOP_WAIT_S)
+        if failed:
+            print(f"gptnb serve: stopped before these fine-tuning jobs finished; marked failed: {', '.join(failed)}")
+    # After a stop signal, 128 + its number: the shell's code for "ended by this signal", once the jobs are saved.
+    code = 128 + received[0] if received else 0
+    if not app.state.runner.stopped:
+        # A training step or model load still running would abort the interpreter's exit ("terminate called").
+        print(f"gptnb serve: the fine-tuning job did not stop within {STOP_WAIT_S} s; exiting without it", flush=True)
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def add_command(commands, summary: str) -> None:
@@ -160,12 +240,20 @@ def add_command(commands, summary: str) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     parser.add_argument(
         "--data-dir", type=Path, help=f"where files, jobs and models are kept (default: {default_data_dir()})"
     )
     parser.add_argument("--api-key", help="require this key (default: GPTNB_API_KEY if set, else none)")
     parser.set_defaults(run=_run)
+    # A bad argument is one line on stderr (exit 2), like every gptnb error, not argparse's usage block.
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: give a number from 1 to 65535")
+    return int(text)
 
 
 class Background:
