@@ -2,19 +2,24 @@
 
 An argument the server does not know is refused (400), as OpenAI refuses it,
 rather than silently ignored; OpenAI arguments this server does not implement are
-accepted only at their neutral default.
+accepted only at their neutral default. A string holding a lone UTF-16 surrogate (``"\\ud800"``
+in JSON), anywhere in a body, is refused too: it is not text, and no tokenizer or file can take it.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import ClassVar, Literal, Union
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 16  # choices per prompt
 MAX_PROMPTS = 64  # prompts per completions request
 DEFAULT_CHAT_MAX_TOKENS = 256
+SMALLEST_SAMPLING_VALUE = 1e-6  # a smaller positive temperature or top_p underflows in float32 sampling
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class APIError(HTTPException):
@@ -25,12 +30,52 @@ class APIError(HTTPException):
         self.param, self.code = param, code
 
     def body(self) -> dict:
+        """The error as JSON data; a lone surrogate the client sent is shown escaped (it cannot be encoded)."""
         kind = "server_error" if self.status_code >= 500 else "invalid_request_error"
-        return {"error": {"message": self.detail, "type": kind, "param": self.param, "code": self.code}}
+        message, param = (_escaped(text) for text in (self.detail, self.param))
+        return {"error": {"message": message, "type": kind, "param": param, "code": self.code}}
+
+
+def _escaped(text: str | None) -> str | None:
+    return text if text is None else text.encode("utf-8", "backslashreplace").decode()
+
+
+def lone_surrogate_at(value) -> str | None:
+    """Where in JSON data `value` a string or key holds a lone surrogate (``messages.0.content``), or None."""
+    pending = [("", value)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str) and SURROGATE.search(value):
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and SURROGATE.search(key):
+                return where
+            pending.append((where, item))
+    return None
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Body(Strict):
+    """A request body: refused whole (400 naming where) when a string in it holds a lone surrogate."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        where = lone_surrogate_at(data)
+        if where is not None:
+            # An APIError, not a ValueError: pydantic would report it at the body, not at `where`.
+            raise APIError(
+                400,
+                f"{where}: holds a lone UTF-16 surrogate (half of a character), which is not valid Unicode text; "
+                "send UTF-8 text",
+                param=where,
+            )
+        return data
 
 
 class StreamOptions(Strict):
@@ -53,7 +98,7 @@ class Unsupported(Strict):
         return value
 
 
-class Sampling(Unsupported):
+class Sampling(Body, Unsupported):
     model: str = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -63,12 +108,23 @@ class Sampling(Unsupported):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
 
-    @field_validator("stop")
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _no_underflow(cls, value, info):
+        if value and value < SMALLEST_SAMPLING_VALUE:
+            zero = "0 (greedy) or " if info.field_name == "temperature" else ""
+            raise ValueError(
+                f"must be {zero}at least {SMALLEST_SAMPLING_VALUE:g}: a smaller value underflows in float32 "
+                "sampling (use temperature 0 for greedy decoding)"
+            )
+        return value
+
+    @field_validator("stop", mode="before")
     @classmethod
     def _stops(cls, stop):
         stops = [stop] if isinstance(stop, str) else stop or []
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes up to 4 non-empty strings")
+        if not isinstance(stops, list) or len(stops) > 4 or not all(s and isinstance(s, str) for s in stops):
+            raise ValueError("stop takes a string or a list of up to 4 non-empty strings")
         return stops
 
 
@@ -150,8 +206,10 @@ class Hyperparameters(Strict):
     def _auto_or_in_range(cls, value, info):
         low, high = cls.RANGES[info.field_name]
         whole = info.field_name != "learning_rate_multiplier"
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and (not whole or value == int(value))
-        if value is None or value == "auto" or (number and low <= value <= high):
+        number = (
+            isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value)
+        )
+        if value is None or value == "auto" or (number and low <= value <= high and (not whole or value == int(value))):
             return value
         raise ValueError(
             f"must be 'auto' or {'an integer' if whole else 'a number'} from {low} to {high}, not {value!r}"
@@ -167,7 +225,7 @@ class Method(Strict):
     supervised: Supervised | None = None
 
 
-class JobRequest(Strict):
+class JobRequest(Body):
     model: str = Field(min_length=1)
     training_file: str = Field(min_length=1)
     validation_file: str | None = None
