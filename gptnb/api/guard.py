@@ -1,17 +1,44 @@
-"""What runs before any route: the API key and the body-size limit, as ASGI middleware.
+"""What runs before any route, as ASGI middleware: who may call, the API key, the body-size limit, HEAD.
 
-Both are checked on the raw request, before its body is read or parsed: a client without the
-key, or with a body past the limit, costs the server no parsing.
+All is checked on the raw request, before its body is read or parsed: a client refused
+costs the server no parsing.
+
+Web pages. A page the user visits in a browser can send requests to the server (a form or
+``fetch`` POST needs no CORS preflight) and, by DNS rebinding (a name of the attacker's that
+resolves to 127.0.0.1), read the answers. Two headers, which a browser sets and a page cannot
+forge, stop both:
+
+- ``Host``, when the server listens on a loopback address (127.0.0.1, ::1, localhost: the
+  default): it must name this machine (``localhost``, ``127.0.0.1``, ``[::1]``, with or without
+  the port), else 403 (400 when malformed). A rebinding page's requests name the attacker's host.
+  When the user binds another address on purpose (``--host 0.0.0.0`` or a LAN address, for a
+  classroom), clients reach the server by whatever name or address the network gives it, so
+  Host is not checked; the API key is what protects such a server.
+- ``Origin``, always: a request that carries one must come from a page of this machine
+  (``http://localhost:8888``, a local Jupyter), else 403. Browsers add Origin to every
+  cross-site request that could change something (POSTs, forms included); the openai SDK,
+  httpx, curl and a notebook's Python, on this machine or a learner's, send none, so in a
+  classroom nothing legitimate carries a foreign Origin (Jupyter's browser page does not call
+  the API itself; the notebook's kernel does). A page on another machine therefore cannot
+  drive a LAN server either, even one without a key. The price: FastAPI's ``/docs`` page
+  can try the API out only when opened on this machine.
+
+HEAD on a GET route answers as GET does, without the body (FastAPI routes answer only the
+methods they declare).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import re
+from urllib.parse import urlsplit
 
 from .schemas import APIError
 
 MiB = 2**20
+HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?")
 
 
 class BodyTooLarge(APIError):
@@ -23,17 +50,72 @@ class BodyTooLarge(APIError):
         )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name, an IP address, or an IPv6 address in brackets) is this machine's loopback."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def foreign_caller(headers: dict[bytes, bytes], check_host: bool) -> APIError | None:
+    """Why a request from a web page (a foreign ``Origin``) or by a foreign name (``Host``) is refused, or None."""
+    origin = headers.get(b"origin")
+    if origin is not None and not _local_origin(origin.decode("latin-1")):
+        return APIError(
+            403,
+            f"requests from web pages of other sites are refused (Origin: {origin.decode('latin-1')}); "
+            "call the API from Python (the openai client) or another non-browser client",
+            code="forbidden_origin",
+        )
+    if not check_host:
+        return None
+    host = headers.get(b"host", b"").decode("latin-1")
+    name = HOST_HEADER.fullmatch(host)
+    if not name:
+        return APIError(
+            400, f"the Host header ({host!r}) is missing or not a host name or address", code="invalid_host"
+        )
+    if not is_loopback(name[1]):
+        return APIError(
+            403,
+            f"this server listens on this machine only and answers to localhost, 127.0.0.1 or [::1], not to {host}",
+            code="forbidden_host",
+        )
+    return None
+
+
+def _local_origin(origin: str) -> bool:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # an unclosed [ of an IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+
+
 class Guard:
-    """ASGI middleware: 401 without the API key, 413 past the body limit (declared or streamed)."""
+    """ASGI middleware: 403 from a web page or a foreign Host, 401 without the API key, 413 past the body limit
+    (declared or streamed); HEAD answered as GET without the body."""
 
     def __init__(self, app, settings):
         self.app, self.settings = app, settings
         self.expected = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+        self.check_host = is_loopback(settings.host)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["method"] == "HEAD":
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
         headers = dict(scope["headers"])
+        refused = foreign_caller(headers, self.check_host)
+        if refused:
+            return await _send(send, refused)
+        if not scope["path"].startswith("/v1"):
+            return await self.app(scope, receive, send)
         if self.expected and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
             error = APIError(
                 401,
@@ -59,6 +141,17 @@ class Guard:
             return message
 
         return await self.app(scope, limited_receive, send)
+
+
+def _without_body(send):
+    """`send` for a HEAD request: the GET answer's status and headers, its body left out."""
+
+    async def send_head(message):
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 async def _send(send, error: APIError) -> None:
