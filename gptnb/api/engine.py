@@ -3,8 +3,9 @@
 `generate` is the plain autoregressive loop (one forward pass per new token, the
 past keys/values cached), yielding each token with its log-probability and the
 k most likely alternatives; `choice_pieces` turns those tokens into text that is
-released only once no stop string can still begin in it. `ModelPool` loads base
-and fine-tuned models on first use.
+released only once no stop string can still begin in it. A `threading.Event` passed
+as ``cancel`` (set when the client has gone) stops the loop before its next forward
+pass. `ModelPool` loads base and fine-tuned models on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Token:
     text: str
     logprob: float | None  # None for a prompt's first token: nothing comes before it
     top: tuple[tuple[str, float], ...] = ()
+
+
+class Cancelled(Exception):
+    """Generation stopped because its ``cancel`` event was set (the client disconnected)."""
 
 
 @dataclass
@@ -108,14 +113,19 @@ def generate(
     top_p: float = 1.0,
     k: int = 0,
     generator: torch.Generator | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Token]:
-    """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one."""
+    """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one.
+
+    Raises `Cancelled` before a forward pass once `cancel` is set."""
     model, eos = loaded.model, loaded.eos_ids
     with loaded.lock:
         cache, cached = _cached_prefix(loaded, ids)
     argument = cache_argument(model)  # the keys/values of every token so far, filled in place
     inputs = torch.tensor([ids[cached:]], device=model.device)
     for step in range(max_tokens):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
         with loaded.lock, torch.no_grad():
             out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{argument: cache})
             logits = out.logits[0, -1].float()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import traceback
 from typing import Iterator
@@ -129,15 +130,18 @@ def sse(events) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="text/event-stream")
 
 
-def complete(loaded: Loaded, request: CompletionRequest):
-    """Answer ``/v1/completions``: every prompt, `n` choices each, as one response or a stream."""
+def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event | None = None):
+    """Answer ``/v1/completions``: every prompt, `n` choices each, as one response or a stream.
+
+    Everything that can be refused is checked before a stream starts (its 200 sent); `cancel`,
+    once set, stops a whole response's generation (`engine.Cancelled`)."""
     prompts = prompts_of(loaded, request.prompt)
     n, max_tokens, k = request.n or 1, 16 if request.max_tokens is None else request.max_tokens, request.logprobs
     if len(prompts) * n > MAX_PROMPTS:
         raise APIError(400, f"at most {MAX_PROMPTS} completions per request (prompts x n)", param="prompt")
     for _, ids in prompts:
         check_room(loaded, ids, max_tokens, "max_tokens")
-    options = sampling(loaded, request, k)
+    options = sampling(loaded, request, k) | {"cancel": cancel}
     head = {"id": new_id("cmpl"), "created": int(time.time()), "model": request.model}
 
     def chunk(index: int, text: str, tokens, start: int, finish_reason: str | None) -> Completion:
@@ -177,9 +181,10 @@ def complete(loaded: Loaded, request: CompletionRequest):
     )
 
 
-def chat(loaded: Loaded, request: ChatRequest):
+def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = None):
     """Answer ``/v1/chat/completions``: the messages rendered with the model's chat template
-    (or plain ``User:``/``Assistant:`` lines), `n` replies, as one response or a stream."""
+    (or plain ``User:``/``Assistant:`` lines), `n` replies, as one response or a stream; checks
+    and `cancel` as in `complete`."""
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
@@ -190,7 +195,7 @@ def chat(loaded: Loaded, request: ChatRequest):
     check_room(loaded, ids, max_tokens or 1, "messages")
     max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
     k = (request.top_logprobs or 0) if request.logprobs else None
-    options, n = sampling(loaded, request, k), request.n or 1
+    options, n = sampling(loaded, request, k) | {"cancel": cancel}, request.n or 1
     head = {
         "id": new_id("chatcmpl"),
         "created": int(time.time()),
