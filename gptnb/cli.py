@@ -66,10 +66,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit 2), like every gptnb error, not a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gptnb`` console script."""
-    parser = argparse.ArgumentParser(prog="gptnb", description="Plumbing for the gptnb notebooks.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineErrors(prog="gptnb", description="Plumbing for the gptnb notebooks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrors)
     info_parser = commands.add_parser("info", help="versions, device, profile and which models are available offline")
     info_parser.add_argument("--json", action="store_true", help="print the same as JSON")
     info_parser.set_defaults(run=_run_info)

@@ -221,4 +221,4 @@ def test_gptnb_serve_reports_a_bad_argument_in_one_line(capsys, argv, message):
         cli.main(["serve", *argv])
     out, err = capsys.readouterr()
     assert exited.value.code == 2 and not out
-    assert err.splitlines() == [f"gptnb serve: error: {message}"], err
+    assert err.splitlines() == [f"gptnb serve: error: {message} (see gptnb serve --help)"], err

@@ -2,6 +2,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from gptnb import cli
+
 
 def test_info_json_lists_offline_models(monkeypatch, capsys):
     monkeypatch.setenv("GPTNB_OFFLINE", "1")
@@ -40,3 +44,23 @@ def test_help_loads_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "finetune" in done.stdout and done.stdout.strip().endswith("[]")
+
+
+@pytest.mark.parametrize(
+    "argv, first_words",
+    [
+        ([], "gptnb: error: the following arguments are required: command"),
+        (["bogus"], "gptnb: error: argument command: invalid choice: 'bogus'"),
+        (["serve", "--bogus"], "gptnb: error: unrecognized arguments: --bogus"),
+        (["finetune", "--epochs", "abc"], "gptnb finetune: error: argument --epochs: invalid float value: 'abc'"),
+        (["prepare-data", "x", "--max-tokens", "abc"], "gptnb prepare-data: error: argument --max-tokens: invalid int"),
+        (["info", "--json", "extra"], "gptnb: error: unrecognized arguments: extra"),
+    ],
+)
+def test_argument_errors_are_one_line_without_the_usage_block(capsys, argv, first_words):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and not out
+    assert len(err.splitlines()) == 1 and err.startswith(first_words), err
+    assert "usage:" not in err and err.rstrip().endswith("--help)")

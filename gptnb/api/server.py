@@ -246,8 +246,6 @@ def add_command(commands, summary: str) -> None:
     )
     parser.add_argument("--api-key", help="require this key (default: GPTNB_API_KEY if set, else none)")
     parser.set_defaults(run=_run)
-    # A bad argument is one line on stderr (exit 2), like every gptnb error, not argparse's usage block.
-    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def _port(text: str) -> int:
