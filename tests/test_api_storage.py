@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from gptnb.api import local_server
-from gptnb.api.formats import read_jsonl
+from gptnb.api.formats import training_file_examples, training_file_problem
 from gptnb.api.store import Store
 from gptnb.files import write_atomically
 
@@ -128,11 +128,12 @@ def test_a_data_folder_the_user_already_had_keeps_its_permissions(tmp_path):
     assert (mode(tmp_path), mode(tmp_path / "files"), mode(tmp_path / "jobs")) == (0o755, 0o700, 0o700)
 
 
-def test_lone_surrogates_are_a_format_problem_with_their_line():
+def test_lone_surrogates_are_a_problem_for_training_with_their_line():
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok \ud800"}]}
     text = "\n".join([PAIR, '{"prompt": "x \\udc00 y", "completion": " z"}', json.dumps(chat)])
-    examples, problems = read_jsonl(text)
-    assert len(examples) == 1 and problems == {"invalid_unicode": [2, 3]}
+    examples, wrong = training_file_examples(text)
+    assert len(examples) == 1 and wrong.startswith("invalid_unicode on lines 2, 3 (")
+    assert training_file_problem(text.split("\n")) == wrong
 
 
 # --- the server ------------------------------------------------------------------------------------

@@ -130,17 +130,19 @@ def example_from_pair(record: dict, line: int) -> Example:
         raise FormatError("invalid_type", "prompt and completion must be strings")
     if not prompt.strip() or not completion.strip():
         raise FormatError("empty_field", f"empty {'prompt' if not prompt.strip() else 'completion'}")
-    _check_unicode(prompt, "prompt")
-    _check_unicode(completion, "completion")
     return Example(line, prompt=prompt, completion=completion)
 
 
-def _check_unicode(text: str, where: str) -> None:
-    """`FormatError` when `text` holds a lone surrogate (from a ``\\ud800`` escape): no tokenizer can encode it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise FormatError("invalid_unicode", f"{where} holds the lone surrogate {text[error.start]!r}") from None
+def parse_trainable(text: str, line: int) -> Example:
+    """`parse_record`, refusing as well what training would fail on: text no tokenizer can encode, a lone
+    surrogate from a ``"\\ud800"`` escape (``invalid_unicode``). (`gptnb prepare-data` refuses such a file.)"""
+    example = parse_record(text, line)
+    for part in (example.prompt or "", example.completion or "", *(content for _, content in example.messages)):
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise FormatError("invalid_unicode", f"the lone surrogate {part[error.start]!r}") from None
+    return example
 
 
 def _messages(messages) -> tuple[tuple[str, str], ...]:
@@ -157,7 +159,6 @@ def _messages(messages) -> tuple[tuple[str, str], ...]:
             raise FormatError("invalid_type", f"message {i}: content must be a string")
         if not content.strip():
             raise FormatError("empty_field", f"message {i} ({role}) has empty content")
-        _check_unicode(content, f"message {i}")
         pairs.append((role, content))
     if pairs[-1][0] != "assistant":
         raise FormatError("missing_assistant_message", "the last message must be the assistant's answer")
@@ -203,7 +204,7 @@ def training_file_examples(text: str) -> tuple[list[Example], str | None]:
 
     Duplicates are harmless for training and not counted as a problem (`gptnb prepare-data` reports them).
     """
-    examples, problems = read_jsonl(text)
+    examples, problems = collect(jsonl_rows(text.split("\n")), parse_trainable)
     problems.pop("duplicate", None)
     return examples, _verdict(problems, bool(examples))
 
@@ -212,7 +213,7 @@ def training_file_problem(lines: Iterable[str]) -> str | None:
     """What `training_file_examples` finds wrong with a file given as its lines (split at ``\\n`` only),
     read one at a time and none kept, so a large file is checked in little memory; None when it can be trained on."""
     problems: dict[str, list[int]] = {}
-    usable = sum(1 for _ in parse_each(jsonl_rows(lines), parse_record, problems))
+    usable = sum(1 for _ in parse_each(jsonl_rows(lines), parse_trainable, problems))
     return _verdict(problems, usable > 0)
 
 
