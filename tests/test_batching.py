@@ -108,8 +108,8 @@ def _assert_same(batched: list, alone: list) -> None:
         assert [v for _, v in b.top] == pytest.approx([v for _, v in a.top], abs=1e-4)
 
 
-@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
-def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled):
+def _check_joining_midway(loaded: Loaded, sampled: bool) -> None:
+    """The first request runs alone for a few steps, the others join it: each gives what it gives alone."""
     alone = _alone(loaded, sampled)
     batcher, results = Batcher(loaded), [None] * len(PROMPTS)
     try:
@@ -119,7 +119,7 @@ def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled):
             threads += [_consume(batcher, loaded, i, sampled, results) for i in range(1, len(PROMPTS))]
             _wait_for(lambda: batcher.waiting == len(PROMPTS) - 1)
         for thread in threads:
-            thread.join(60)
+            thread.join(120)
     finally:
         batcher.close()
     assert batcher.largest_batch == len(PROMPTS)  # the three joined the first mid-way
@@ -127,16 +127,32 @@ def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled):
         _assert_same(batched, single)
 
 
-def test_a_cancelled_request_frees_its_row_and_the_others_are_unchanged(loaded):
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
+def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled):
+    _check_joining_midway(loaded, sampled)
+
+
+@pytest.mark.slow
+def test_smollm2_requests_batched_match_the_same_requests_alone():
+    import gptnb
+
+    _check_joining_midway(Loaded(*gptnb.load_model("smollm2-135m", device="cpu")), sampled=False)
+
+
+def test_cancelled_requests_free_their_rows_and_the_others_are_unchanged(loaded):
     alone = _alone(loaded, sampled=False)
-    batcher, results, cancel = Batcher(loaded, max_rows=1), [None] * len(PROMPTS), threading.Event()
+    batcher, results = Batcher(loaded, max_rows=1), [None] * len(PROMPTS)
+    cancel_running, cancel_waiting = threading.Event(), threading.Event()
     try:
         with _PauseAt(loaded.model, at=5) as pause:
-            threads = [_consume(batcher, loaded, 0, False, results, cancel=cancel)]
+            threads = [_consume(batcher, loaded, 0, False, results, cancel=cancel_running)]
             pause.reached.wait(60)
             threads.append(_consume(batcher, loaded, 1, False, results))
             _wait_for(lambda: batcher.waiting == 1)  # the only row is the first's
-            cancel.set()
+            threads.append(_consume(batcher, loaded, 2, False, results, cancel=cancel_waiting))
+            _wait_for(lambda: batcher.waiting == 2)
+            cancel_running.set()
+            cancel_waiting.set()
         for thread in threads:
             thread.join(60)
     finally:
@@ -145,6 +161,7 @@ def test_a_cancelled_request_frees_its_row_and_the_others_are_unchanged(loaded):
     assert end == "cancelled"
     _assert_same(tokens, alone[0][:5])
     _assert_same(results[1], alone[1])
+    assert results[2] == ["cancelled"]  # left the line before its turn came
 
 
 def test_a_consumer_that_stops_iterating_frees_its_row(loaded):

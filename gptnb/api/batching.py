@@ -147,9 +147,7 @@ class Batcher:
                     self._wake.wait()
                 if self._closing:
                     break
-            stopped = [row for row in self._rows if row.stopped]
-            _cancel(stopped)
-            self._keep([row for row in self._rows if row not in stopped])
+            self._drop_stopped()
             self._admit()
             if self._rows:
                 try:
@@ -161,6 +159,16 @@ class Batcher:
             _fail(self._rows + list(self._waiting), RuntimeError("the Batcher was closed mid-generation"))
             self._waiting.clear()
 
+    def _drop_stopped(self) -> None:
+        """End the requests, waiting or running, whose consumer has gone or whose `cancel` is set."""
+        with self._wake:
+            waiting = [request for request in self._waiting if request.stopped]
+            for request in waiting:
+                self._waiting.remove(request)
+        running = [row for row in self._rows if row.stopped]
+        _cancel(waiting + running)
+        self._keep([row for row in self._rows if row not in running])
+
     def _admit(self) -> None:
         """Move waiting requests into the batch, in order, while rows and tokens in flight allow."""
         while len(self._rows) < self.max_rows:
@@ -169,12 +177,9 @@ class Batcher:
                     return
                 request = self._waiting[0]
                 in_flight = sum(row.cost for row in self._rows)
-                if self._rows and in_flight + request.cost > self.max_tokens_in_flight and not request.stopped:
+                if self._rows and in_flight + request.cost > self.max_tokens_in_flight:
                     return
                 self._waiting.popleft()
-            if request.stopped:
-                _cancel([request])
-                continue
             try:
                 cache, logits = self._prefill(request.ids)
             except Exception as error:
