@@ -24,15 +24,18 @@ def offline() -> bool:
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the Hugging Face hub (``HF_ENDPOINT``) answers, decided in at most `timeout` seconds.
 
-    In offline mode the answer is no without trying. When the hub does not answer, offline mode is
-    switched on for this process: without it a missing model costs ~50 s of retries before failing,
-    and `local_files_only=True` alone is not enough (transformers 5 still asks for adapter files).
+    In offline mode (including ``GPTNB_OFFLINE=1``) the answer is no without trying. Either way, when the
+    answer is no, huggingface_hub's offline mode is switched on for this process: without it a missing model
+    costs ~25 s of retries per load before failing, and `local_files_only=True` alone is not enough
+    (transformers 5 still asks the hub for ``adapter_config.json``).
     """
     if offline():
+        go_offline()
         return False
     url = urlparse(constants.ENDPOINT)
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+        port = url.port or (80 if url.scheme == "http" else 443)
+        with socket.create_connection((url.hostname, port), timeout=timeout):
             return True
     except OSError:
         go_offline()
