@@ -1,89 +1,214 @@
 """Continuous (iteration-level) batching: concurrent requests to one model decoded together, one token per step.
 
-A `Batcher` owns a decode thread. `Batcher.generate` has `engine.generate`'s contract (it yields `Token`s and
-ends after an end-of-sequence token or `max_tokens`), so a server swaps it in under `choice_pieces`. Between two
-decode steps waiting requests join the batch: each prompt is prefilled alone (with the engine's prompt cache),
-its first token picked, and its keys/values merged into the batch's cache. Finished requests, and those whose
-consumer stopped iterating or whose `cancel` event is set, leave it, freeing their row.
+A `Batcher` runs a decode thread while it has work. `Batcher.submit` hands it one request's rows (its prompts times
+its choices, each with its own sampling generator) and returns a `Generation`, which yields every row's tokens as
+(row index, `Token`) as they are made, and (row index, None) when a row ends (after an end-of-sequence token or
+`max_tokens`). Between two decode steps waiting rows join the batch: each prompt is prefilled alone
+(`engine.prefill`, with the engine's prompt cache), its first token picked, and its keys/values merged into the
+batch's cache. Finished rows, rows their consumer stopped (`Generation.stop`, at a stop string), and whole
+requests that were closed or whose `cancel` event is set leave it, freeing their rows.
 
 Why our own loop rather than transformers' `ContinuousBatchingManager` (``model.generate_batch``, what
 ``transformers serve --continuous-batching`` runs): in transformers 5.24 it samples every request from one
 global random generator (no per-request seed, so seeded requests are not repeatable), returns only the chosen
 token's log-probability, taken after temperature/top-p warping (no top-k alternatives, not the model's own),
 and decides greedy versus sampling once per manager. The server promises all three per request, so here each
-row is picked with `engine.pick_token` and its own generator and reported with the engine's `_token`.
+row is picked with `engine.pick_token` and its own generator and reported with `engine.scored_token`.
 
 The batch's cache is a `DynamicCache` whose rows are left-padded to a common length: each step passes an
 attention mask hiding the padding and each row's own position ids, which is right for absolute positions
-(GPT-2, GPT-Neo) and rotary ones (Llama, SmolLM2). Forward passes hold `loaded.lock`, so prompt scoring and
-`engine.generate` can still use the model between steps.
+(GPT-2, GPT-Neo) and rotary ones (Llama, SmolLM2). Forward passes hold `loaded.lock`, so prompt scoring
+(``echo``) and `engine.generate` can still use the model between steps.
+
+Limits and fairness. At most `max_rows` rows decode at once and `max_tokens_in_flight` prompt-plus-completion
+tokens (counted at each row's `max_tokens`) are held; a row that would pass that waits, and the rows behind it
+too, so a long request is delayed but never skipped forever (a lone row always runs). One request holds at most
+half the rows and half the tokens in flight (its first row always may join), so an ``n=16`` or 4k-token request
+leaves room for the others. Rows join round-robin by request: the next row comes from the waiting request with
+the fewest rows running, the earliest first. At most `max_waiting` requests wait beyond the rows free; past
+that `submit` raises `QueueFull` (the server's 429) with an estimate of when to retry.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..kvcache import cache_argument
-from .engine import Cancelled, Loaded, Token, _cached_prefix, _token, pick_token
+from .engine import Cancelled, Loaded, Token, pick_token, prefill, scored_token
 
-_END = object()  # put in a request's token queue after its last token
+# Defaults by device: a small CPU server (2 cores: past 16 rows a step costs about as much as the rows it adds)
+# and a GPU (a batch of 64 costs little more than one row for the course's models).
+LIMITS = {
+    "cpu": {"max_rows": 16, "max_waiting": 64, "max_tokens_in_flight": 16384},
+    "gpu": {"max_rows": 64, "max_waiting": 256, "max_tokens_in_flight": 65536},
+}
+
+
+class QueueFull(Exception):
+    """The waiting line is full: try again in `retry_after` seconds."""
+
+    def __init__(self, waiting: int, retry_after: int):
+        super().__init__(f"{waiting} requests are already waiting for this model")
+        self.waiting, self.retry_after = waiting, retry_after
 
 
 @dataclass(eq=False)
 class _Request:
-    """One generation: its prompt and sampling settings, where its tokens go, and its row's state once admitted."""
+    """One `submit`: where its rows' tokens go, as (row index, item), and whether its consumer has gone."""
 
+    cancel: threading.Event | None
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    closed: threading.Event = field(default_factory=threading.Event)
+    running: int = 0  # its rows in the batch
+    in_flight: int = 0  # their tokens (`_Row.cost`)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+@dataclass(eq=False)
+class _Row:
+    """One sequence to generate: its prompt and sampling settings, and its state once in the batch."""
+
+    request: _Request
+    index: int
     ids: list[int]
     max_tokens: int
     temperature: float
     top_p: float
     k: int
     generator: torch.Generator | None
-    cancel: threading.Event | None
-    tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    closed: threading.Event = field(default_factory=threading.Event)  # the consumer stopped iterating
+    closed: threading.Event = field(default_factory=threading.Event)  # its consumer needs no more tokens
     generated: int = 0
     position: int = 0  # the row's tokens in the cache (its padding not counted)
     last: int = 0  # the last token picked, the next step's input
+    joined: float = 0.0  # when it was admitted (time.monotonic)
 
     @property
     def stopped(self) -> bool:
-        return self.closed.is_set() or (self.cancel is not None and self.cancel.is_set())
+        return self.closed.is_set() or self.request.closed.is_set() or self.request.cancelled
 
     @property
     def cost(self) -> int:
-        """Tokens this request can hold in the cache at most: its prompt and all it may generate."""
+        """Tokens this row can hold in the cache at most: its prompt and all it may generate."""
         return len(self.ids) + self.max_tokens
 
 
-class Batcher:
-    """Decodes the requests given to `generate` together, at most `max_rows` at once and `max_tokens_in_flight`
-    prompt-plus-completion tokens in all (a lone request is always admitted); the others wait their turn in
-    order of arrival, at most `max_waiting` of them before `full()` says to turn new ones away."""
+class Generation:
+    """The rows of one submitted request, iterated as (row index, `Token`) and (row index, None) at a row's end.
 
-    def __init__(self, loaded: Loaded, max_rows: int = 16, max_tokens_in_flight: int = 8192, max_waiting: int = 64):
-        self.loaded, self.max_rows = loaded, max_rows
-        self.max_tokens_in_flight, self.max_waiting = max_tokens_in_flight, max_waiting
+    Raises `engine.Cancelled` once the request's `cancel` is set. Use it in a ``with`` block: leaving the block
+    (`close`) ends every row that is still running or waiting."""
+
+    def __init__(self, request: _Request, rows: list[_Row]):
+        self._request, self._rows = request, rows
+        self._open = {row.index for row in rows}
+
+    def __iter__(self) -> Iterator[tuple[int, Token | None]]:
+        return self
+
+    def __next__(self) -> tuple[int, Token | None]:
+        while self._open:
+            index, item = self._request.out.get()
+            if index not in self._open:
+                continue  # a row stopped here: what it made since is not wanted
+            if isinstance(item, BaseException):
+                self._open.clear()
+                raise item
+            if item is None:
+                self._open.discard(index)
+            return index, item
+        raise StopIteration
+
+    def stop(self, index: int) -> None:
+        """End row `index` (its text is complete): it leaves the batch before the next step."""
+        self._open.discard(index)
+        self._rows[index].closed.set()
+
+    def close(self) -> None:
+        """End every row."""
+        self._open.clear()
+        self._request.closed.set()
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Batcher:
+    """Decodes the requests given to `submit` together, within `max_rows`, `max_tokens_in_flight` and
+    `max_waiting` (see the module's opening comment; None: the `LIMITS` of the model's device)."""
+
+    def __init__(
+        self,
+        loaded: Loaded,
+        max_rows: int | None = None,
+        max_waiting: int | None = None,
+        max_tokens_in_flight: int | None = None,
+    ):
+        defaults = LIMITS["cpu" if loaded.model.device.type == "cpu" else "gpu"]
+        self.loaded = loaded
+        self.max_rows = max_rows or defaults["max_rows"]
+        self.max_waiting = defaults["max_waiting"] if max_waiting is None else max_waiting
+        self.max_tokens_in_flight = max_tokens_in_flight or defaults["max_tokens_in_flight"]
         self.largest_batch = 0  # the most rows one decode step has run
         self.steps = 0  # decode steps run
         self._argument = cache_argument(loaded.model)
-        self._waiting: deque[_Request] = deque()
-        self._wake = threading.Condition()
-        self._closing = False
-        self._rows: list[_Request] = []  # the batch, in the order of the cache's rows; only the decode thread
+        self._waiting: deque[_Row] = deque()
+        self._lock = threading.RLock()  # guards `_waiting`, `_thread` and `_closed`
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._rows: list[_Row] = []  # the batch, in the order of the cache's rows; only the decode thread changes it
         self._cache = None
-        self._thread = threading.Thread(target=self._run, name="gptnb-batcher", daemon=True)
-        self._thread.start()
+        self._row_seconds = 0.0  # a running average of the time a row spends in the batch
 
     # --- what the server calls ---------------------------------------------------------
+
+    def submit(
+        self,
+        prompts: Sequence[list[int]],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        k: int = 0,
+        generators: Sequence[torch.Generator | None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Queue one request: a row per prompt (its tokens picked with the matching one of `generators`), each
+        generating up to `max_tokens` tokens. Raises `QueueFull` when `full()`."""
+        request = _Request(cancel)
+        generators = generators or [None] * len(prompts)
+        rows = [
+            _Row(request, i, list(ids), max_tokens, temperature, top_p, k, generator)
+            for i, (ids, generator) in enumerate(zip(prompts, generators, strict=True))
+        ]
+        if max_tokens <= 0:
+            for row in rows:
+                request.out.put((row.index, None))
+            return Generation(request, rows)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Batcher is closed: make a new one to generate")
+            if self.full():
+                raise QueueFull(self.waiting, self.retry_after())
+            self._waiting.extend(rows)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="gptnb-batcher", daemon=True)
+                self._thread.start()
+        return Generation(request, rows)
 
     def generate(
         self,
@@ -96,57 +221,53 @@ class Batcher:
         generator: torch.Generator | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[Token]:
-        """Yield up to `max_tokens` new tokens after `ids`, as `engine.generate` does, decoded in the shared batch.
-        Closing the iterator ends the request and frees its row; so does setting `cancel`, which raises
-        `engine.Cancelled` here."""
-        if max_tokens <= 0:
-            return
-        request = _Request(list(ids), max_tokens, temperature, top_p, k, generator, cancel)
-        with self._wake:
-            if self._closing:
-                raise RuntimeError("this Batcher is closed: make a new one to generate")
-            self._waiting.append(request)
-            self._wake.notify()
-        try:
-            while (item := request.tokens.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            request.closed.set()
-            with self._wake:
-                self._wake.notify()
+        """One row, with `engine.generate`'s contract: up to `max_tokens` tokens after `ids`, decoded in the batch.
+        Closing the iterator frees its row; setting `cancel` does too, and raises `engine.Cancelled` here."""
+        sampling = {"temperature": temperature, "top_p": top_p, "k": k, "generators": [generator]}
+        with self.submit([ids], max_tokens=max_tokens, cancel=cancel, **sampling) as generation:
+            for _, token in generation:
+                if token is not None:
+                    yield token
 
     @property
     def waiting(self) -> int:
-        """How many requests wait for a row."""
-        return len(self._waiting)
+        """How many requests have rows waiting to join the batch."""
+        with self._lock:
+            return len({row.request for row in self._waiting})
 
     @property
     def running(self) -> int:
-        """How many requests are being decoded."""
+        """How many rows are being decoded."""
         return len(self._rows)
 
     def full(self) -> bool:
-        """True when the waiting line is at `max_waiting`: a server should answer 429 rather than queue more."""
-        return self.waiting >= self.max_waiting
+        """True when `max_waiting` requests wait beyond the rows free: a server should answer 429, not queue more."""
+        return self.waiting >= self.max_waiting + max(0, self.max_rows - self.running)
+
+    def retry_after(self) -> int:
+        """Seconds after which a request turned away might find room: the rows waiting, over the rows decoded at
+        once, times the time a row takes (at least 1)."""
+        return max(1, math.ceil(self._row_seconds * len(self._waiting) / self.max_rows))
 
     def close(self) -> None:
-        """Stop the decode thread; requests not finished end with an error."""
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join()
+        """Refuse new requests and stop decoding; rows not finished end with an error."""
+        with self._lock:
+            self._closed, thread = True, self._thread
+        if thread is not None:
+            thread.join()
 
     # --- the decode thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                while not self._closing and not self._waiting and not self._rows:
-                    self._wake.wait()
-                if self._closing:
-                    break
+            with self._lock:
+                if self._closed:
+                    _fail(self._rows + list(self._waiting), RuntimeError("the server stopped mid-generation"))
+                    self._waiting.clear()
+                    self._rows, self._cache = [], None
+                if not self._waiting and not self._rows:
+                    self._thread = None  # the next `submit` starts another
+                    return
             self._drop_stopped()
             self._admit()
             if self._rows:
@@ -154,63 +275,76 @@ class Batcher:
                     self._step()
                 except Exception as error:  # every row's consumer sees it; the thread serves the next ones
                     _fail(self._rows, error)
+                    self._left(self._rows)
                     self._keep([])
-        with self._wake:
-            _fail(self._rows + list(self._waiting), RuntimeError("the Batcher was closed mid-generation"))
-            self._waiting.clear()
 
     def _drop_stopped(self) -> None:
-        """End the requests, waiting or running, whose consumer has gone or whose `cancel` is set."""
-        with self._wake:
-            waiting = [request for request in self._waiting if request.stopped]
-            for request in waiting:
-                self._waiting.remove(request)
+        """End the rows, waiting or running, whose consumer stopped them or whose request is closed or cancelled."""
+        with self._lock:
+            gone = [row for row in self._waiting if row.stopped]
+            self._waiting = deque(row for row in self._waiting if row not in gone)
         running = [row for row in self._rows if row.stopped]
-        _cancel(waiting + running)
+        for row in gone + running:
+            row.request.out.put((row.index, Cancelled() if row.request.cancelled else None))
+        self._left(running)
         self._keep([row for row in self._rows if row not in running])
 
     def _admit(self) -> None:
-        """Move waiting requests into the batch, in order, while rows and tokens in flight allow."""
+        """Move waiting rows into the batch while rows and tokens in flight allow (`_next_row`)."""
         while len(self._rows) < self.max_rows:
-            with self._wake:
-                if not self._waiting:
+            with self._lock:
+                row = self._next_row()
+                if row is None:
                     return
-                request = self._waiting[0]
-                in_flight = sum(row.cost for row in self._rows)
-                if self._rows and in_flight + request.cost > self.max_tokens_in_flight:
-                    return
-                self._waiting.popleft()
+                self._waiting.remove(row)
             try:
-                cache, logits = self._prefill(request.ids)
+                cache, logits = prefill(self.loaded, row.ids)
             except Exception as error:
-                _fail([request], error)
+                _fail([row], error)
                 continue
-            request.position = len(request.ids)
-            if not self._emit(request, logits):
-                self._join(request, cache)
+            row.position, row.joined = len(row.ids), time.monotonic()
+            row.request.running, row.request.in_flight = row.request.running + 1, row.request.in_flight + row.cost
+            if self._emit(row, logits, torch.log_softmax(logits, dim=-1)):
+                self._left([row])
+            else:
+                self._join(row, cache)
 
-    def _prefill(self, ids: list[int]):
-        """The cache of a prompt run alone (its shared start taken from the engine's prompt cache) and the logits
-        after it."""
-        model = self.loaded.model
-        with self.loaded.lock, torch.no_grad():
-            cache, cached = _cached_prefix(self.loaded, ids)
-            inputs = torch.tensor([ids[cached:]], device=model.device)
-            out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{self._argument: cache})
-            self.loaded.prefix = (tuple(ids), copy.deepcopy(cache))
-        return cache, out.logits[0, -1].float()
+    def _next_row(self) -> _Row | None:
+        """The row to admit next: the first waiting row of the request with the fewest rows running (the earliest
+        among equals) that is within its share; None when there is none, or it does not fit the tokens in flight."""
+        firsts: dict[_Request, _Row] = {}
+        for row in self._waiting:
+            firsts.setdefault(row.request, row)
+        candidates = [row for row in firsts.values() if self._within_share(row)]
+        if not candidates:
+            return None
+        row = min(candidates, key=lambda row: row.request.running)
+        in_flight = sum(running.cost for running in self._rows)
+        if self._rows and in_flight + row.cost > self.max_tokens_in_flight:
+            return None
+        return row
+
+    def _within_share(self, row: _Row) -> bool:
+        """Whether `row`'s request may have one more row: at most half the rows and tokens in flight each."""
+        request = row.request
+        return request.running == 0 or (
+            request.running < max(1, self.max_rows // 2)
+            and request.in_flight + row.cost <= self.max_tokens_in_flight // 2
+        )
 
     def _step(self) -> None:
         """One decode step: every row's last token in, every row's next token out; finished rows leave."""
         model, rows = self.loaded.model, self._rows
         length = self._cache.get_seq_length()
         positions = torch.tensor([row.position for row in rows], device=model.device)
-        mask = torch.arange(length + 1, device=model.device) >= (length - positions)[:, None]
+        mask = None
+        if any(row.position < length for row in rows):  # some rows are padded
+            mask = (torch.arange(length + 1, device=model.device) >= (length - positions)[:, None]).long()
         inputs = torch.tensor([[row.last] for row in rows], device=model.device)
         with self.loaded.lock, torch.no_grad():
             out = model(
                 input_ids=inputs,
-                attention_mask=mask.long(),
+                attention_mask=mask,
                 position_ids=positions[:, None],
                 use_cache=True,
                 logits_to_keep=1,
@@ -218,38 +352,45 @@ class Batcher:
             )
         self.largest_batch, self.steps = max(self.largest_batch, len(rows)), self.steps + 1
         logits = out.logits[:, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
         for row in rows:
             row.position += 1
-        finished = [self._emit(row, logits[i]) for i, row in enumerate(rows)]
-        self._keep([row for row, done in zip(rows, finished) if not done])
+        finished = [row for i, row in enumerate(rows) if self._emit(row, logits[i], logprobs[i])]
+        self._left(finished)
+        self._keep([row for row in rows if row not in finished])
 
-    def _emit(self, request: _Request, logits: torch.Tensor) -> bool:
-        """Pick the request's next token from `logits` and hand it over; True when that was its last."""
-        token_id = pick_token(logits, request.temperature, request.top_p, request.generator)
-        request.tokens.put(_token(self.loaded, token_id, torch.log_softmax(logits, dim=-1), request.k))
-        request.generated, request.last = request.generated + 1, token_id
-        if token_id in self.loaded.eos_ids or request.generated >= request.max_tokens:
-            _end([request])
+    def _emit(self, row: _Row, logits: torch.Tensor, logprobs: torch.Tensor) -> bool:
+        """Pick the row's next token from `logits` and hand it over; True when that was its last."""
+        token_id = pick_token(logits, row.temperature, row.top_p, row.generator)
+        row.request.out.put((row.index, scored_token(self.loaded, token_id, logprobs, row.k)))
+        row.generated, row.last = row.generated + 1, token_id
+        if token_id in self.loaded.eos_ids or row.generated >= row.max_tokens:
+            row.request.out.put((row.index, None))
             return True
         return False
 
-    def _join(self, request: _Request, cache) -> None:
-        """Add a prefilled request's cache to the batch's, left-padding whichever is shorter."""
+    def _left(self, rows: list[_Row]) -> None:
+        """Count rows leaving the batch out of their requests, and into the average time a row takes."""
+        now = time.monotonic()
+        for row in rows:
+            row.request.running, row.request.in_flight = row.request.running - 1, row.request.in_flight - row.cost
+            self._row_seconds += 0.2 * (now - row.joined - self._row_seconds)
+
+    def _join(self, row: _Row, cache) -> None:
+        """Add a prefilled row's cache to the batch's, left-padding whichever is shorter."""
         if not self._rows:
-            self._rows, self._cache = [request], cache
+            self._rows, self._cache = [row], cache
             return
         length = self._cache.get_seq_length()
-        width = max(length, request.position)
+        width = max(length, row.position)
         for batch, new in zip(self._cache.layers, cache.layers):
-            batch.keys = torch.cat(
-                [_pad_left(batch.keys, width - length), _pad_left(new.keys, width - request.position)]
-            )
+            batch.keys = torch.cat([_pad_left(batch.keys, width - length), _pad_left(new.keys, width - row.position)])
             batch.values = torch.cat(
-                [_pad_left(batch.values, width - length), _pad_left(new.values, width - request.position)]
+                [_pad_left(batch.values, width - length), _pad_left(new.values, width - row.position)]
             )
-        self._rows.append(request)
+        self._rows.append(row)
 
-    def _keep(self, rows: list[_Request]) -> None:
+    def _keep(self, rows: list[_Row]) -> None:
         """Keep only `rows` in the batch, and drop the cache's columns that are now padding in every row."""
         if len(rows) == len(self._rows):
             return
@@ -263,22 +404,10 @@ class Batcher:
         self._rows = rows
 
 
-def _end(requests: list[_Request]) -> None:
-    """Tell each request's consumer that it has all its tokens."""
-    for request in requests:
-        request.tokens.put(_END)
-
-
-def _cancel(requests: list[_Request]) -> None:
-    """End each request with `engine.Cancelled`, as `engine.generate` does when its `cancel` is set."""
-    for request in requests:
-        request.tokens.put(Cancelled())
-
-
-def _fail(requests: list[_Request], error: Exception) -> None:
-    """End each request with `error`, raised to its consumer."""
-    for request in requests:
-        request.tokens.put(error)
+def _fail(rows: list[_Row], error: Exception) -> None:
+    """End each row with `error`, raised to its consumer."""
+    for row in rows:
+        row.request.out.put((row.index, error))
 
 
 def _pad_left(states: torch.Tensor, count: int) -> torch.Tensor:

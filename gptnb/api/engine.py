@@ -1,11 +1,14 @@
 """What the server runs on a model: token-by-token generation with logprobs and stop strings.
 
-`generate` is the plain autoregressive loop (one forward pass per new token, the
-past keys/values cached), yielding each token with its log-probability and the
-k most likely alternatives; `choice_pieces` turns those tokens into text that is
-released only once no stop string can still begin in it. A `threading.Event` passed
-as ``cancel`` (set when the client has gone) stops the loop before its next forward
-pass. `ModelPool` loads base and fine-tuned models on first use.
+`prefill` runs a prompt (reusing the keys/values of the last prompt's shared start);
+`generate` is the plain autoregressive loop after it (one forward pass per new token,
+the past keys/values cached), yielding each token with its log-probability and the
+k most likely alternatives. `ChoiceText` turns a choice's tokens into text that is
+released only once no stop string can still begin in it; `choice_pieces` does that
+for one `generate`. A `threading.Event` passed as ``cancel`` (set when the client has
+gone) stops the loop before its next forward pass. `ModelPool` loads base and
+fine-tuned models on first use, each with the `batching.Batcher` the server decodes
+concurrent requests with.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from transformers import DynamicCache
 
 from ..kvcache import cache_argument, prefix_copy, shared_length
+
+if TYPE_CHECKING:
+    from .batching import Batcher
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,15 @@ class Loaded:
 
     `prefix` keeps the last prompt's token ids and its key/value cache, so a prompt that
     starts the same way (the same few-shot examples, the same system message) computes
-    only its new tokens: the prompt caching OpenAI bills at a discount.
+    only its new tokens: the prompt caching OpenAI bills at a discount. `batcher` (set by
+    `ModelPool`) decodes the server's concurrent requests together.
     """
 
     model: object
     tokenizer: object
     lock: threading.Lock = field(default_factory=threading.Lock)
     prefix: tuple[tuple[int, ...], DynamicCache | None] = ((), None)
+    batcher: Batcher | None = field(default=None, repr=False)
 
     @property
     def context_length(self) -> int:
@@ -63,7 +71,9 @@ class Loaded:
         return ids | {self.tokenizer.eos_token_id}
 
 
-def _token(loaded: Loaded, token_id: int, logprobs: torch.Tensor | None, k: int) -> Token:
+def scored_token(loaded: Loaded, token_id: int, logprobs: torch.Tensor | None, k: int) -> Token:
+    """The `Token` `token_id`, with its log-probability and the `k` most likely alternatives under `logprobs`
+    (the log-softmax of the logits it was picked from; None for a prompt's first token)."""
     decode = loaded.tokenizer.decode
     if logprobs is None:
         return Token(token_id, decode([token_id]), None)
@@ -92,7 +102,9 @@ def prompt_tokens(loaded: Loaded, ids: list[int], k: int) -> list[Token]:
     with loaded.lock, torch.no_grad():
         logits = loaded.model(torch.tensor([ids], device=loaded.model.device)).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
-    return [_token(loaded, ids[0], None, 0)] + [_token(loaded, t, logprobs[i], k) for i, t in enumerate(ids[1:])]
+    return [scored_token(loaded, ids[0], None, 0)] + [
+        scored_token(loaded, t, logprobs[i], k) for i, t in enumerate(ids[1:])
+    ]
 
 
 def _cached_prefix(loaded: Loaded, ids: list[int]) -> tuple[DynamicCache, int]:
@@ -102,6 +114,20 @@ def _cached_prefix(loaded: Loaded, ids: list[int]) -> tuple[DynamicCache, int]:
     if cache is None or shared == 0:
         return DynamicCache(), 0
     return prefix_copy(cache, drop_last=len(previous) - shared), shared
+
+
+def prefill(loaded: Loaded, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+    """Run the prompt `ids` alone: its key/value cache and the logits after its last token.
+
+    The tokens it starts with in common with the last prompt are not run again (their keys/values are
+    copied from `loaded.prefix`), and it becomes the prompt kept there."""
+    model = loaded.model
+    with loaded.lock, torch.no_grad():
+        cache, cached = _cached_prefix(loaded, ids)
+        inputs = torch.tensor([ids[cached:]], device=model.device)
+        out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+        loaded.prefix = (tuple(ids), copy.deepcopy(cache))
+    return cache, out.logits[0, -1].float()
 
 
 def generate(
@@ -118,89 +144,127 @@ def generate(
     """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one.
 
     Raises `Cancelled` before a forward pass once `cancel` is set."""
-    model, eos = loaded.model, loaded.eos_ids
-    with loaded.lock:
-        cache, cached = _cached_prefix(loaded, ids)
-    argument = cache_argument(model)  # the keys/values of every token so far, filled in place
-    inputs = torch.tensor([ids[cached:]], device=model.device)
+    if max_tokens <= 0:
+        return
+    _check(cancel)
+    cache, logits = prefill(loaded, ids)
+    model, argument = loaded.model, cache_argument(loaded.model)
     for step in range(max_tokens):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled
-        with loaded.lock, torch.no_grad():
-            out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{argument: cache})
-            logits = out.logits[0, -1].float()
-            if step == 0:
-                loaded.prefix = (tuple(ids), copy.deepcopy(cache))
         token_id = pick_token(logits, temperature, top_p, generator)
-        yield _token(loaded, token_id, torch.log_softmax(logits, dim=-1), k)
-        if token_id in eos:
+        yield scored_token(loaded, token_id, torch.log_softmax(logits, dim=-1), k)
+        if token_id in loaded.eos_ids or step == max_tokens - 1:
             return
-        inputs = torch.tensor([[token_id]], device=model.device)
+        _check(cancel)
+        with loaded.lock, torch.no_grad():
+            inputs = torch.tensor([[token_id]], device=model.device)
+            out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{argument: cache})  # fills `cache`
+        logits = out.logits[0, -1].float()
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled
 
 
 @dataclass
 class Piece:
-    """Text released by `choice_pieces`, the tokens generated since the last piece, and, last, why it ended."""
+    """Text released by `ChoiceText`, the tokens generated since the last piece, and, last, why it ended."""
 
     text: str
     tokens: list[Token]
     finish_reason: str | None = None
 
 
+class ChoiceText:
+    """One choice's text, built from its tokens as they come (`add`) and handed out in pieces.
+
+    The text ends before any stop string, which is never shown, or at the end-of-sequence token (finish
+    reason ``stop``), else where the tokens run out (`end`: ``length``). Text that could still be the start of
+    a stop string, or that ends inside a multi-byte character, is held back until the next tokens decide it.
+    """
+
+    def __init__(self, loaded: Loaded, stops: tuple[str, ...]):
+        self.decode, self.eos, self.stops = loaded.tokenizer.decode, loaded.eos_ids, stops
+        self.holdback = max((len(stop) for stop in stops), default=1) - 1
+        self.generated: list[int] = []
+        self.tokens: list[Token] = []  # since the last piece
+        self.released = 0  # characters handed out
+        self.finished = False
+
+    def add(self, token: Token) -> Piece | None:
+        """Take the next token: a piece when text can be released (the last one, `finished`, at a stop string
+        or the end-of-sequence token), else None."""
+        self.tokens.append(token)  # an end-of-sequence token shows in the logprobs, not in the text
+        if token.id in self.eos:
+            return self.end("stop")
+        self.generated.append(token.id)
+        text = self.decode(self.generated)
+        hits = [at for at in (text.find(stop, max(self.released - self.holdback, 0)) for stop in self.stops) if at >= 0]
+        if hits:
+            self.finished = True
+            return Piece(text[self.released : min(hits)], self.tokens, "stop")
+        safe = len(text) - self.holdback - text.endswith("\ufffd")
+        if safe <= self.released:
+            return None
+        piece = Piece(text[self.released : safe], self.tokens)
+        self.released, self.tokens = safe, []
+        return piece
+
+    def end(self, finish_reason: str = "length") -> Piece:
+        """The last piece: the text held back so far."""
+        self.finished = True
+        return Piece(self.decode(self.generated)[self.released :], self.tokens, finish_reason)
+
+
 def choice_pieces(
     loaded: Loaded, ids: list[int], stops: tuple[str, ...], max_tokens: int, **sampling
 ) -> Iterator[Piece]:
-    """Generate one choice as text pieces; the text ends before any stop string, which is never shown,
-    or at the end-of-sequence token (finish reason ``stop``), else after `max_tokens` (``length``).
-
-    Text that could still be the start of a stop string, or that ends inside a multi-byte
-    character, is held back until the next tokens decide it.
-    """
-    generated, tokens, released, finish_reason = [], [], 0, "length"
-    holdback = max((len(stop) for stop in stops), default=1) - 1
+    """One choice generated alone (`generate`) as text pieces (`ChoiceText`); the last has its finish reason."""
+    text = ChoiceText(loaded, stops)
     for token in generate(loaded, ids, max_tokens=max_tokens, **sampling):
-        tokens.append(token)  # an end-of-sequence token shows in the logprobs, not in the text
-        if token.id in loaded.eos_ids:
-            finish_reason = "stop"
-            break
-        generated.append(token.id)
-        text = loaded.tokenizer.decode(generated)
-        hits = [at for at in (text.find(stop, max(released - holdback, 0)) for stop in stops) if at >= 0]
-        if hits:
-            yield Piece(text[released : min(hits)], tokens, "stop")
+        piece = text.add(token)
+        if piece is not None:
+            yield piece
+        if text.finished:
             return
-        safe = len(text) - holdback - text.endswith("\ufffd")
-        if safe > released:
-            yield Piece(text[released:safe], tokens)
-            released, tokens = safe, []
-    text = loaded.tokenizer.decode(generated)
-    yield Piece(text[released:], tokens, finish_reason)
+    yield text.end()
 
 
 class ModelPool:
-    """Models by name, loaded on first use and kept (the `capacity` most recently used).
+    """Models by name, loaded on first use and kept (the `capacity` most recently used), each with its `Batcher`.
 
     `resolve(name)` maps a served name to ``(base, adapter folder or None)``: base names
     load with `gptnb.load_model`, fine-tuned ones add their LoRA adapter to a fresh base.
+    `limits` are the `Batcher`'s (None: its defaults for the model's device). An evicted model's
+    batcher finishes the requests it holds, then its thread ends (it runs only while it has work).
     """
 
-    def __init__(self, resolve, capacity: int = 3):
-        self.resolve, self.capacity = resolve, capacity
+    def __init__(self, resolve, capacity: int = 3, limits: dict | None = None):
+        self.resolve, self.capacity, self.limits = resolve, capacity, limits or {}
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Loaded:
         """The loaded model served as `name` (raises `KeyError` for a name `resolve` does not know)."""
+        from .batching import Batcher
+
         with self._lock:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
                 return self._loaded[name]
             base, adapter = self.resolve(name)
             loaded = Loaded(*_load(base, adapter))
+            loaded.batcher = Batcher(loaded, **self.limits)
             self._loaded[name] = loaded
             while len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)
             return loaded
+
+    def close(self) -> None:
+        """Stop every batcher (the server is stopping): requests not finished end with an error."""
+        with self._lock:
+            for loaded in self._loaded.values():
+                loaded.batcher.close()
 
 
 def _load(base: str, adapter: Path | None):
