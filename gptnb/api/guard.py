@@ -1,4 +1,4 @@
-"""What runs before any route, as ASGI middleware: who may call, the API key, the body-size limit, HEAD.
+"""What runs before any route, as ASGI middleware: who may call, the API key, the body-size limit, HEAD, usage.
 
 All is checked on the raw request, before its body is read or parsed: a client refused
 costs the server no parsing.
@@ -25,20 +25,27 @@ forge, stop both:
 
 HEAD on a GET route answers as GET does, without the body (FastAPI routes answer only the
 methods they declare).
+
+API keys (`gptnb.api.keys`): a request under ``/v1`` must carry one of the server's keys, else 401;
+its name is left for the routes in ``request.state.api_key_name``. A completion or chat request is
+counted and logged under that name once it has been answered (a stream: once it has ended), with the
+tokens its route left in ``request.state.usage`` (``{"prompt_tokens", "completion_tokens"}``).
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import re
+import time
 from urllib.parse import urlsplit
 
+from .keys import Keys, Usage, model_of
 from .schemas import APIError
 
 MiB = 2**20
 HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?")
+METERED = ("/v1/completions", "/v1/chat/completions")  # the requests counted in the usage of their key
 
 
 class BodyTooLarge(APIError):
@@ -97,17 +104,23 @@ def _local_origin(origin: str) -> bool:
 
 
 class Guard:
-    """ASGI middleware: 403 from a web page or a foreign Host, 401 without the API key, 413 past the body limit
-    (declared or streamed); HEAD answered as GET without the body."""
+    """ASGI middleware: 403 from a web page or a foreign Host, 401 without one of the API `keys`, 413 past the body
+    limit (declared or streamed); HEAD answered as GET without the body; completions counted in `usage`.
 
-    def __init__(self, app, settings):
+    By default, the keys are the settings' single ``api_key`` (none: no key needed) and the usage is counted
+    in a `Usage` of its own.
+    """
+
+    def __init__(self, app, settings, keys: Keys | None = None, usage: Usage | None = None):
         self.app, self.settings = app, settings
-        self.expected = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+        self.keys = keys or Keys.load(settings.api_key, None)
+        self.usage = usage or Usage(self.keys.names)
         self.check_host = is_loopback(settings.host)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope.setdefault("state", {})  # request.state: shared with the routes, and any copy of the scope
         if scope["method"] == "HEAD":
             scope, send = {**scope, "method": "GET"}, _without_body(send)
         headers = dict(scope["headers"])
@@ -116,7 +129,8 @@ class Guard:
             return await _send(send, refused)
         if not scope["path"].startswith("/v1"):
             return await self.app(scope, receive, send)
-        if self.expected and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+        name = self.keys.name_of(headers.get(b"authorization"))
+        if name is None:
             error = APIError(
                 401,
                 "missing or incorrect API key: send it as 'Authorization: Bearer <key>' "
@@ -124,6 +138,34 @@ class Guard:
                 code="invalid_api_key",
             )
             return await _send(send, error)
+        scope["state"]["api_key_name"] = name
+        if scope["method"] == "POST" and scope["path"] in METERED:
+            return await self._metered(name, scope, receive, send, headers)
+        return await self._within_limits(scope, receive, send, headers)
+
+    async def _metered(self, name: str, scope, receive, send, headers: dict[bytes, bytes]) -> None:
+        """The request, counted in the usage of key `name` once answered: its model, status, tokens and time."""
+        started, body, status = time.perf_counter(), bytearray(), 500  # 500 unless an answer begins
+
+        async def keep_body():
+            message = await receive()
+            body.extend(message.get("body", b""))  # at most the body limit: checked as it is received
+            return message
+
+        async def note_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._within_limits(scope, keep_body, note_status, headers)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.usage.record(name, model_of(bytes(body)), status, scope["state"].get("usage"), elapsed)
+
+    async def _within_limits(self, scope, receive, send, headers: dict[bytes, bytes]) -> None:
+        """The request, refused with 400 or 413 when its body is (declared or found) past the server's limit."""
         limit = self.settings.max_file_bytes if scope["path"] == "/v1/files" else self.settings.max_body_bytes
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit():

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..files import write_atomically
 from ..profiles import Profile
-from .formats import training_file_examples, training_pair
-from .store import ACTIVE, Store, new_id
+from .formats import Example, collect, jsonl_rows, parse_trainable, training_file_examples, training_pair
+from .store import ACTIVE, PRIVATE_FILE, Store, new_id
 
 FILES = ("training_file", "validation_file")  # a job's copies of them: <job folder>/<name>.jsonl
 STOPPED = "the server was stopped before this job finished; create a new job"
@@ -80,9 +80,11 @@ def checked_file(store: Store, file_id: str, param: str) -> tuple[bytes, list]:
     return content, examples
 
 
-def pinned_examples(folder: Path, param: str) -> list:
-    """The examples of the job's copy of its file `param` (``training_file`` or ``validation_file``)."""
-    return training_file_examples((folder / f"{param}.jsonl").read_text(encoding="utf-8"))[0]
+def pinned_examples(folder: Path, param: str) -> list[Example]:
+    """The examples of the job's copy of its file `param` (``training_file`` or ``validation_file``), read
+    one line at a time, split at ``\\n`` only as `training_file_examples` splits them (the copy was checked)."""
+    with open(folder / f"{param}.jsonl", "rb") as data:
+        return collect(jsonl_rows(line.decode("utf-8") for line in data), parse_trainable)[0]
 
 
 def clean_up(store: Store, job_id: str) -> None:
@@ -160,7 +162,7 @@ class JobRunner:
                     error={"code": "invalid_file", "message": str(error), "param": error.param},
                 )
         for param, (content, _) in files.items():
-            write_atomically(store.job_dir(job_id) / f"{param}.jsonl", content)
+            write_atomically(store.job_dir(job_id) / f"{param}.jsonl", content, mode=PRIVATE_FILE)
         examples = files["training_file"][1]
         hyper = resolve_hyperparameters(job["hyperparameters"], len(examples), self.profile)
         method = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
