@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -70,3 +72,49 @@ def describe(device: torch.device | str | None = None) -> str:
     else:
         hardware = f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
     return f"{device.type} ({hardware}), dtype {str(pick_dtype(device)).removeprefix('torch.')}"
+
+
+_sdpa_lock = threading.Lock()
+_sdpa_users = 0
+_sdpa_saved: tuple[bool, bool] = (True, True)
+
+
+def _set_fused_sdpa(flash: bool, cudnn: bool) -> None:
+    torch.backends.cuda.enable_flash_sdp(flash)
+    torch.backends.cuda.enable_cudnn_sdp(cudnn)
+
+
+@contextmanager
+def padding_safe_attention(device: torch.device | str | None = None):
+    """On CUDA, keep `scaled_dot_product_attention` off its cuDNN and flash backends inside this block.
+
+    Why: with an ``attn_mask``, cuDNN's backward gives NaN query gradients on Hopper GPUs (H100, H200)
+    since torch 2.11 when a row's logsumexp is very negative and the length is 64 past a multiple of 128
+    (pytorch/pytorch#196678; huggingface/trl#7181 trains cleanly with ``enable_cudnn_sdp(False)``). The
+    left-padded batches of `gptnb.collate.CompletionCollator` pass a mask whenever they hold padding, and pad rows,
+    which attend to nothing under the causal mask, have a logsumexp of -inf. One NaN then reaches every
+    weight. The memory-efficient and math backends are clean there and give fully masked rows zeros
+    (torch >= 2.5); flash attention takes no mask anyway. This is the likely cause of the NaN training
+    seen on an H200 in bf16, but that this block cures it is not yet verified on a GPU. Left-padded batched
+    generation runs under it too: its pad rows also attend to nothing, and torch 2.5 made such rows give
+    zeros in the math and fused kernels (pytorch/pytorch#133882), with no such promise found for cuDNN.
+
+    Elsewhere (CPU, MPS) nothing changes. The switches are process-wide, so overlapping blocks (a
+    training job beside batched generation in the server) share one setting, restored when the last ends.
+    """
+    global _sdpa_users, _sdpa_saved
+    if torch.device(device or pick_device()).type != "cuda":
+        yield
+        return
+    with _sdpa_lock:
+        if _sdpa_users == 0:
+            _sdpa_saved = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled())
+            _set_fused_sdpa(flash=False, cudnn=False)
+        _sdpa_users += 1
+    try:
+        yield
+    finally:
+        with _sdpa_lock:
+            _sdpa_users -= 1
+            if _sdpa_users == 0:
+                _set_fused_sdpa(*_sdpa_saved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .device import padding_safe_attention
 from .generation import generate_text
 from .prompts import label_logprobs, parse_label, tweet_format
 
@@ -20,11 +21,12 @@ def generate_labels(model, tokenizer, texts, labels, batch_size: int = 16, max_n
     fmt = tweet_format(labels)
     prompts = [fmt.render(text) for text in texts]
     predictions = []
-    for start in range(0, len(prompts), batch_size):
-        generated = generate_text(
-            model, tokenizer, prompts[start : start + batch_size], max_new_tokens, do_sample=False
-        )
-        predictions += [-1 if (found := parse_label(text, labels)) is None else found for text in generated]
+    with padding_safe_attention(model.device):  # `generate_text` pads on the left
+        for start in range(0, len(prompts), batch_size):
+            generated = generate_text(
+                model, tokenizer, prompts[start : start + batch_size], max_new_tokens, do_sample=False
+            )
+            predictions += [-1 if (found := parse_label(text, labels)) is None else found for text in generated]
     return predictions
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from .collate import LOSS_ON, CompletionCollator, encode_pairs, padding_share
-from .device import mixed_precision
+from .device import mixed_precision as autocast_flags
+from .device import padding_safe_attention
 from .lora import add_lora, count_trainable, fit_embeddings
 from .memory import PeakMemory
 
@@ -57,13 +59,26 @@ class FinetuneResult:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 
+class TrainingDiverged(RuntimeError):
+    """The training or validation loss became NaN or infinite: the weights are broken, so training stopped."""
+
+
 class _Hooks(TrainerCallback):
-    """Pass each log entry to `on_step`; stop when `should_stop()` says so."""
+    """Stop with `TrainingDiverged` at a non-finite loss; pass each log entry to `on_step`; stop when
+    `should_stop()` says so."""
 
     def __init__(self, on_step, should_stop):
         self.on_step, self.should_stop, self.stopped = on_step, should_stop, False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, name in (("loss", "training loss"), ("eval_loss", "validation loss")):
+            if logs and key in logs and not math.isfinite(logs[key]):
+                raise TrainingDiverged(
+                    f"fine-tuning diverged: the {name} is {logs[key]} at step {state.global_step} of "
+                    f"{state.max_steps}, so training stopped; try a lower learning rate (it was "
+                    f"{args.learning_rate:g}) or plain float32 (a model loaded with dtype=torch.float32 "
+                    "and finetune(..., mixed_precision=False))"
+                )
         if self.on_step and logs:
             self.on_step({"step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch, **logs})
 
@@ -110,6 +125,7 @@ def finetune(
     logging_steps: int | None = None,
     group_by_length: bool = True,
     progress: bool = True,
+    mixed_precision: bool = True,
 ) -> FinetuneResult:
     """Fine-tune `model` to continue each prompt with its completion; return a `FinetuneResult`.
 
@@ -126,6 +142,9 @@ def finetune(
     - `logging_steps`: steps between log entries (default: ~20 per run); `group_by_length` batches
       examples of similar length together (`length_grouped`: a random order of batches, fixed across
       epochs); `progress` shows progress bars.
+    - `mixed_precision`: on a GPU, train fp32 weights with bf16 (or fp16) autocast; False trains in plain fp32.
+    - A NaN or infinite loss stops training with `TrainingDiverged` (naming the step), instead of returning
+      a broken model. On CUDA, training runs under `gptnb.device.padding_safe_attention`.
     """
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, not {loss_on!r}")
@@ -158,7 +177,9 @@ def finetune(
             greater_is_better=False,
             save_total_limit=1,
             save_only_model=True,
-            **mixed_precision(device, model.dtype),  # bf16 on Ampere and newer, fp16 with a loss scaler on a T4
+            # bf16 on Ampere and newer, fp16 with a loss scaler on a T4
+            **(autocast_flags(device, model.dtype) if mixed_precision else {}),
+            logging_nan_inf_filter=False,  # a NaN loss must show in the log (the filter logs an average instead)
             use_cpu=device.type == "cpu",
             dataloader_pin_memory=device.type == "cuda",
             remove_unused_columns=False,
@@ -185,7 +206,7 @@ def finetune(
         if not progress:
             trainer.remove_callback(PrinterCallback)  # it prints every log entry when bars are off
         started = time.perf_counter()
-        with PeakMemory(device) as peak:
+        with PeakMemory(device) as peak, padding_safe_attention(device):
             trainer.train()
         evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
         seconds = time.perf_counter() - started - evaluating

@@ -48,3 +48,78 @@ def test_cpu_and_mps_train_and_infer_in_fp32_without_mixed_precision(name):
     assert device.pick_dtype(name, training=True) == torch.float32
     assert device.mixed_precision(name, torch.float32) == {}
     assert not device.has_native_bf16(name)
+
+
+def _sdpa_switches() -> dict[str, bool]:
+    cuda = torch.backends.cuda
+    return {
+        "flash": cuda.flash_sdp_enabled(),
+        "cudnn": cuda.cudnn_sdp_enabled(),
+        "mem_efficient": cuda.mem_efficient_sdp_enabled(),
+        "math": cuda.math_sdp_enabled(),
+    }
+
+
+ALL_ON = {"flash": True, "cudnn": True, "mem_efficient": True, "math": True}
+SAFE = {"flash": False, "cudnn": False, "mem_efficient": True, "math": True}
+
+
+def test_padding_safe_attention_leaves_only_memory_efficient_and_math_on_cuda_then_restores():
+    """The switches are process-wide flags, so this runs on a machine without a GPU too."""
+    assert _sdpa_switches() == ALL_ON
+    with device.padding_safe_attention("cuda"):
+        assert _sdpa_switches() == SAFE
+    assert _sdpa_switches() == ALL_ON
+
+
+def test_overlapping_blocks_restore_only_when_the_last_one_ends():
+    first, second = device.padding_safe_attention("cuda"), device.padding_safe_attention("cuda")
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert _sdpa_switches() == SAFE  # the second block (a job beside generation) still runs
+    second.__exit__(None, None, None)
+    assert _sdpa_switches() == ALL_ON
+
+
+def test_padding_safe_attention_changes_nothing_off_cuda():
+    for name in ("cpu", "mps"):
+        with device.padding_safe_attention(name):
+            assert _sdpa_switches() == ALL_ON
+
+
+def _tiny_llama(tokenizer):
+    """A random two-layer Llama (SmolLM2's architecture, the one that went NaN on the H200)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_left_padded_batch_gives_finite_loss_and_gradients_with_the_chosen_backends(architecture):
+    """CPU has no cuDNN, so this checks the backends kept (math, here) on pad rows that attend to nothing."""
+    import gptnb
+    from gptnb.collate import CompletionCollator, encode_pairs
+
+    model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu", training=True)
+    if architecture == "llama":
+        model = _tiny_llama(tokenizer)
+    assert model.config._attn_implementation == "sdpa"
+    model.train()
+    pairs = [("Tweet: a long tweet with many more words than the next\nSentiment:", " positive"), ("Hi", " negative")]
+    batch = CompletionCollator(tokenizer.pad_token_id, "all")(encode_pairs(tokenizer, pairs, 64))
+    assert (batch["attention_mask"][:, 0] == 0).any()  # a left-padded row: its pads attend to nothing
+    with device.padding_safe_attention("cuda"):
+        loss = model(**batch).loss
+        loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -165,6 +167,48 @@ def test_should_stop_ends_training(fresh_tiny):
     assert result.stopped and result.details["steps"] == 1
 
 
+def test_a_diverging_loss_stops_training_with_one_clear_line(fresh_tiny):
+    """The GPU run's NaN: training went on and returned a model that only said "negative"."""
+    model, tokenizer = fresh_tiny
+    seen = []
+    with pytest.raises(ft.TrainingDiverged) as caught:
+        ft.finetune(
+            model, tokenizer, PAIRS * 8, epochs=2, batch_size=4, learning_rate=1e6, progress=False, logging_steps=1,
+            on_step=seen.append,
+        )  # fmt: skip
+    message = str(caught.value)
+    step = len(seen) + 1  # the first entry with a non-finite loss is refused, not passed on
+    assert "\n" not in message
+    assert f"the training loss is nan at step {step} of 12" in message
+    assert "lower learning rate (it was 1e+06)" in message and "mixed_precision=False" in message
+    assert all(math.isfinite(entry["loss"]) for entry in seen)
+
+
+def test_a_non_finite_validation_loss_stops_training(fresh_tiny):
+    model, tokenizer = fresh_tiny
+
+    def nan_when_evaluating(module, inputs, output):
+        return output if module.training else output * float("nan")
+
+    model.lm_head.register_forward_hook(nan_when_evaluating)
+    with pytest.raises(ft.TrainingDiverged, match="the validation loss is nan at step 2 of 4"):
+        ft.finetune(model, tokenizer, PAIRS * 2, PAIRS, epochs=2, batch_size=4, progress=False)
+
+
+def test_training_runs_under_padding_safe_attention(fresh_tiny, monkeypatch):
+    model, tokenizer = fresh_tiny
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(device):
+        entered.append(device)
+        yield
+
+    monkeypatch.setattr(ft, "padding_safe_attention", recording)
+    ft.finetune(model, tokenizer, PAIRS, epochs=1, batch_size=4, progress=False)
+    assert entered == [torch.device("cpu")]
+
+
 def test_bad_arguments_are_refused(fresh_tiny):
     model, tokenizer = fresh_tiny
     with pytest.raises(ValueError, match="loss_on"):
@@ -215,9 +259,18 @@ def test_generate_labels_gives_label_indices_or_minus_one(monkeypatch, tiny_gpt2
         batches.append(list(prompts))
         return [next(written) for _ in prompts]
 
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(device):
+        entered.append(device)
+        yield
+
     monkeypatch.setattr(evaluate, "generate_text", fake_generate_text)
+    monkeypatch.setattr(evaluate, "padding_safe_attention", recording)  # generation pads on the left
     texts = ["a", "b", "c", "d", "e"]
     assert evaluate.generate_labels(model, tokenizer, texts, LABELS, batch_size=2) == [1, 0, -1, 1, -1]
+    assert entered == [model.device]
     assert [len(batch) for batch in batches] == [2, 2, 1]
     assert batches[0][0] == prompts.tweet_format(LABELS).render("a")
 
