@@ -6,6 +6,9 @@
     jobs/<job-id>/checkpoints.json                 its checkpoints, as the API returns them
     jobs/<job-id>/model, jobs/<job-id>/step-N      the trained LoRA adapters
 
+JSON has no NaN or infinity: such a number (a diverged loss in a metrics event, say) is kept as null,
+and one in a file written by an older version is read as null, so no answer fails to serialize.
+
 Every JSON file is written to a temporary name, flushed to the disk and renamed into place,
 so a crash leaves the old version or the new one, never half of one. One that is unreadable
 all the same (emptied, cut short, edited by hand) is moved aside to ``<name>.corrupt`` with a
@@ -18,6 +21,7 @@ folder the user already had keeps its permissions; ``files/`` and ``jobs/`` are 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -39,9 +43,25 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+def _finite(data):
+    """`data` with every NaN or infinite float, however deep in dicts and lists, replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
+def _loads(text: str | bytes):
+    """Parse JSON, reading the NaN, Infinity and -Infinity that Python's `json` writes by default as None."""
+    return json.loads(text, parse_constant=lambda name: None)
+
+
 def write_json(path: Path, data) -> None:
     """Write `data` as JSON to `path` atomically (temporary file, then rename), readable by the user only."""
-    write_atomically(path, json.dumps(data, indent=1), mode=PRIVATE_FILE)
+    write_atomically(path, json.dumps(data, indent=1, allow_nan=False), mode=PRIVATE_FILE)
 
 
 def read_json(path: Path, usable: Callable[[Any], bool]) -> Any | None:
@@ -49,7 +69,7 @@ def read_json(path: Path, usable: Callable[[Any], bool]) -> Any | None:
     used (unreadable, empty, cut short, another shape): then it is moved aside to ``<name>.corrupt``
     with a one-line warning on stderr."""
     try:
-        data = json.loads(path.read_bytes())
+        data = _loads(path.read_bytes())
         if usable(data):
             return data
         reason = "not the shape gptnb writes"
@@ -160,6 +180,7 @@ class Store:
         return self.root / "jobs" / job_id
 
     def add_job(self, job: dict) -> dict:
+        job = _finite(job)
         with self._lock:
             self.job_dir(job["id"]).mkdir(mode=PRIVATE_FOLDER)
             write_json(self.job_dir(job["id"]) / "job.json", job)
@@ -177,7 +198,7 @@ class Store:
     def update_job(self, job_id: str, **changes) -> dict:
         """Change fields of a job, save it, and return the new version."""
         with self._lock:
-            job = {**self._jobs[job_id], **changes}
+            job = _finite({**self._jobs[job_id], **changes})
             write_json(self.job_dir(job_id) / "job.json", job)
             self._jobs[job_id] = job
             return job
@@ -190,10 +211,10 @@ class Store:
             "created_at": int(time.time()),
             "level": level,
             "message": message,
-            "data": data,
+            "data": _finite(data),
             "type": "metrics" if data else "message",
         }
-        line = json.dumps(event).encode() + b"\n"
+        line = json.dumps(event, allow_nan=False).encode() + b"\n"
         with self._lock, open(self.job_dir(job_id) / "events.jsonl", "a+b", opener=_private) as log:
             end = log.seek(0, os.SEEK_END)
             if end:
@@ -209,7 +230,7 @@ class Store:
         events = []
         for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
             try:
-                event = json.loads(line)
+                event = _loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(event, dict):
@@ -221,7 +242,7 @@ class Store:
         return read_json(self.job_dir(job_id) / "checkpoints.json", _is_checkpoint_list) or []
 
     def set_checkpoints(self, job_id: str, checkpoints: list[dict]) -> None:
-        write_json(self.job_dir(job_id) / "checkpoints.json", checkpoints)
+        write_json(self.job_dir(job_id) / "checkpoints.json", _finite(checkpoints))
 
     def fail_unfinished(self, reason: str) -> list[str]:
         """Mark every unfinished job failed because of `reason` (a stop or crash of the server); return their ids."""
@@ -231,6 +252,7 @@ class Store:
                 job_id,
                 status="failed",
                 finished_at=int(time.time()),
+                estimated_finish=None,
                 error={"code": "server_stopped", "message": reason, "param": None},
             )
             self.add_event(job_id, f"Job failed: {reason}", level="error")
