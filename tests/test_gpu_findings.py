@@ -5,6 +5,8 @@ of `finetune` in test_finetune.py, offline mode in test_hub.py.
 """
 
 import json
+import math
+import time
 
 import httpx
 import pytest
@@ -87,3 +89,39 @@ def test_the_server_lists_events_and_checkpoints_holding_nan(server_with_old_nan
     assert events.json()["data"][0]["data"] == {"step": 3, "train_loss": None}
     assert checkpoints.status_code == 200 and checkpoints.json()["data"][0]["metrics"] == {"train_loss": None}
     assert job.status_code == 200 and job.json()["estimated_finish"] is None
+
+
+def test_a_diverging_job_fails_with_the_one_line_reason(tmp_path, monkeypatch):
+    """The GPU run's LoRA job produced NaN metrics and a model; now it fails, saying why and what to try."""
+    import io
+
+    from gptnb import finetune as ft
+
+    real = ft.finetune
+
+    def diverging(model, *args, **kwargs):  # as bf16 on the H200 did: every logit NaN
+        model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: output * math.nan)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "finetune", diverging)
+    monkeypatch.setenv("GPTNB_PROFILE", "tiny")
+    pairs = [json.dumps({"prompt": f"Tweet: example {i}\nSentiment:", "completion": " positive"}) for i in range(12)]
+    with local_server("tiny-gpt2", data_dir=tmp_path, api_key="test-key-not-secret") as server:
+        client = server.client(max_retries=0, timeout=60)
+        upload = client.files.create(file=("t.jsonl", io.BytesIO("\n".join(pairs).encode())), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model="tiny-gpt2", training_file=upload.id, hyperparameters={"n_epochs": 3, "batch_size": 4}
+        )
+        for _ in range(600):
+            job = client.fine_tuning.jobs.retrieve(job.id)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.2)
+        events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert job.status == "failed" and job.fine_tuned_model is None and job.estimated_finish is None
+    assert job.error.code == "training_failed"
+    assert job.error.message.startswith(
+        "TrainingDiverged: fine-tuning diverged: the training loss is nan at step 1 of 9"
+    )
+    assert "try a lower learning rate" in job.error.message and "\n" not in job.error.message
+    assert events[0].level == "error" and events[0].message == f"Job failed: {job.error.message}"
