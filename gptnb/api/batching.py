@@ -108,7 +108,8 @@ class Generation:
     """The rows of one submitted request, iterated as (row index, `Token`) and (row index, None) at a row's end.
 
     Raises `engine.Cancelled` once the request's `cancel` is set. Use it in a ``with`` block: leaving the block
-    (`close`) ends every row that is still running or waiting."""
+    (`close`) ends every row that is still running or waiting; so does dropping it unused (a stream whose client
+    left before it began)."""
 
     def __init__(self, request: _Request, rows: list[_Row]):
         self._request, self._rows = request, rows
@@ -146,6 +147,8 @@ class Generation:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    __del__ = close
+
 
 class Batcher:
     """Decodes the requests given to `submit` together, within `max_rows`, `max_tokens_in_flight` and
@@ -172,6 +175,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._rows: list[_Row] = []  # the batch, in the order of the cache's rows; only the decode thread changes it
         self._cache = None
+        self._joining = 0  # rows being prefilled (1 or 0): no longer waiting, not yet in `_rows`
         self._row_seconds = 0.0  # a running average of the time a row spends in the batch
 
     # --- what the server calls ---------------------------------------------------------
@@ -237,8 +241,8 @@ class Batcher:
 
     @property
     def running(self) -> int:
-        """How many rows are being decoded."""
-        return len(self._rows)
+        """How many rows are being decoded (or prefilled to join the batch)."""
+        return len(self._rows) + self._joining
 
     def full(self) -> bool:
         """True when `max_waiting` requests wait beyond the rows free: a server should answer 429, not queue more."""
@@ -297,9 +301,11 @@ class Batcher:
                 if row is None:
                     return
                 self._waiting.remove(row)
+                self._joining = 1
             try:
                 cache, logits = prefill(self.loaded, row.ids)
             except Exception as error:
+                self._joining = 0
                 _fail([row], error)
                 continue
             row.position, row.joined = len(row.ids), time.monotonic()
@@ -308,6 +314,7 @@ class Batcher:
                 self._left([row])
             else:
                 self._join(row, cache)
+            self._joining = 0
 
     def _next_row(self) -> _Row | None:
         """The row to admit next: the first waiting row of the request with the fewest rows running (the earliest

@@ -1,10 +1,13 @@
 """The two inference endpoints: ``/v1/completions`` and ``/v1/chat/completions``, whole or streamed.
 
-Each turns a checked request (`schemas`) into token ids, runs `engine.choice_pieces`
-once per choice, and shapes the result as OpenAI does: ``logprobs`` per token,
-``usage`` counts, server-sent events ending in ``[DONE]`` when ``stream`` is set.
-Both build the stream's chunks (typed: `schemas.Completion`, `schemas.ChatCompletion`);
-the whole response is those chunks joined, so the two cannot disagree.
+Each turns a checked request (`schemas`) into token ids, submits one row per choice to the
+model's `batching.Batcher` (so that concurrent requests, and a request's choices, are decoded
+together), turns each row's tokens into text (`engine.ChoiceText`), and shapes the result as
+OpenAI does: ``logprobs`` per token, ``usage`` counts, server-sent events ending in ``[DONE]``
+when ``stream`` is set (the choices' chunks interleaved as their tokens come, as OpenAI streams
+``n`` > 1). Both build the stream's chunks (typed: `schemas.Completion`, `schemas.ChatCompletion`);
+the whole response is those chunks joined, so the two cannot disagree. A full waiting line is a
+429 with ``Retry-After``, sent before any stream starts.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import secrets
 import threading
 import time
 import traceback
-from typing import Iterator
+from typing import Callable, Generator, Iterator
 
 import torch
 from fastapi.responses import StreamingResponse
 
 from .. import __version__
-from .engine import Loaded, choice_pieces, prompt_tokens
+from .batching import Generation, QueueFull
+from .engine import ChoiceText, Loaded, Piece, prompt_tokens
 from .formats import PLAIN_CHAT_STOPS, chat_prompt
 from .schemas import (
     DEFAULT_CHAT_MAX_TOKENS,
@@ -40,6 +44,7 @@ from .schemas import (
 from .store import new_id
 
 FINGERPRINT = f"gptnb-{__version__}"
+Report = Callable[[dict], None] | None  # given {"prompt_tokens", "completion_tokens"} once generation ends
 
 
 def encode(loaded: Loaded, text: str) -> list[int]:
@@ -61,15 +66,49 @@ def check_room(loaded: Loaded, ids: list[int], max_tokens: int, param: str) -> N
         )
 
 
-def sampling(loaded: Loaded, request, k: int | None) -> dict:
-    """`engine.generate`'s sampling arguments for a request; a seeded generator makes sampling repeatable."""
+def sampling(loaded: Loaded, request, k: int | None, rows: int) -> dict:
+    """`Batcher.submit`'s sampling arguments for a request of `rows` rows. Row i samples with its own generator,
+    seeded with the request's seed (else a random one) plus i: a seeded request repeats whatever else is decoded
+    with it, and its first row samples as `engine.generate` with that seed does."""
     seed = request.seed if request.seed is not None else secrets.randbits(63)
     return {
         "temperature": 1.0 if request.temperature is None else request.temperature,
         "top_p": 1.0 if request.top_p is None else request.top_p,
         "k": k or 0,
-        "generator": torch.Generator(loaded.model.device).manual_seed(seed),
+        "generators": [torch.Generator(loaded.model.device).manual_seed(_row_seed(seed, i)) for i in range(rows)],
     }
+
+
+def _row_seed(seed: int, row: int) -> int:
+    # The seed + row, or - row where + would pass the largest seed a generator takes (2**64 - 1).
+    return seed + row if seed + row < 2**64 else seed - row
+
+
+def start(loaded: Loaded, prompts: list[list[int]], max_tokens: int, options: dict, cancel) -> Generation:
+    """Queue a row per prompt on the model's batcher; 429 with ``Retry-After`` when its waiting line is full."""
+    try:
+        return loaded.batcher.submit(prompts, max_tokens=max_tokens, cancel=cancel, **options)
+    except QueueFull as full:
+        raise APIError(
+            429,
+            f"Rate limit reached: {full.waiting} requests are already waiting for this model, the most this server "
+            f"queues (gptnb serve --max-waiting). Please try again in {full.retry_after}s.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(full.retry_after)},
+        ) from None
+
+
+def row_pieces(loaded: Loaded, generation: Generation, stops: tuple[str, ...]) -> Iterator[tuple[int, Piece]]:
+    """Each row's text pieces (`engine.ChoiceText`), as (row index, piece), as its tokens come; a row whose
+    text is complete (a stop string) is stopped."""
+    texts: dict[int, ChoiceText] = {}
+    for index, token in generation:
+        text = texts.setdefault(index, ChoiceText(loaded, stops))
+        piece = text.end() if token is None else text.add(token)
+        if piece is not None:
+            yield index, piece
+        if text.finished:
+            generation.stop(index)
 
 
 def prompts_of(loaded: Loaded, prompt) -> list[tuple[str, list[int]]]:
@@ -115,6 +154,23 @@ def chat_logprobs(tokens) -> dict:
     }
 
 
+class EventStream(StreamingResponse):
+    """A streamed response that closes its `lines` (a generator) as soon as it ends, however it ends.
+
+    A client that has gone makes Starlette stop iterating without closing the generator, which would keep
+    its rows in the batch until the garbage collector found it; closing it closes the `batching.Generation`."""
+
+    def __init__(self, lines: Generator[str, None, None]):
+        super().__init__(lines, media_type="text/event-stream")
+        self.lines = lines
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.lines.close()
+
+
 def sse(events) -> StreamingResponse:
     """Server-sent events as OpenAI streams them, ending with ``[DONE]``; an error mid-stream is sent as an event."""
 
@@ -127,21 +183,23 @@ def sse(events) -> StreamingResponse:
             yield f"data: {json.dumps(APIError(500, f'{type(error).__name__}: {error}').body())}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(lines(), media_type="text/event-stream")
+    return EventStream(lines())
 
 
-def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event | None = None):
+def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event | None = None, report: Report = None):
     """Answer ``/v1/completions``: every prompt, `n` choices each, as one response or a stream.
 
     Everything that can be refused is checked before a stream starts (its 200 sent); `cancel`,
-    once set, stops a whole response's generation (`engine.Cancelled`)."""
+    once set, stops a whole response's generation (`engine.Cancelled`). `report` is given the
+    usage (prompt and completion tokens) once generation ends, however it ends."""
     prompts = prompts_of(loaded, request.prompt)
     n, max_tokens, k = request.n or 1, 16 if request.max_tokens is None else request.max_tokens, request.logprobs
     if len(prompts) * n > MAX_PROMPTS:
         raise APIError(400, f"at most {MAX_PROMPTS} completions per request (prompts x n)", param="prompt")
     for _, ids in prompts:
         check_room(loaded, ids, max_tokens, "max_tokens")
-    options = sampling(loaded, request, k) | {"cancel": cancel}
+    rows = [ids for _, ids in prompts for _ in range(n)]  # row i: choice i, of prompt i // n
+    generation = start(loaded, rows, max_tokens, sampling(loaded, request, k, len(rows)), cancel)
     head = {"id": new_id("cmpl"), "created": int(time.time()), "model": request.model}
 
     def chunk(index: int, text: str, tokens, start: int, finish_reason: str | None) -> Completion:
@@ -150,19 +208,22 @@ def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event
         return Completion(**head, system_fingerprint=FINGERPRINT, choices=[choice])
 
     def chunks() -> Iterator[Completion]:
-        """The stream: each choice's pieces (after its prompt, with ``echo``), then the usage."""
-        generated = 0
-        for p, (prompt, ids) in enumerate(prompts):
-            echoed = prompt_tokens(loaded, ids, k) if request.echo and k is not None else []
-            for index in range(p * n, p * n + n):
+        """The stream: with ``echo``, every choice's prompt; then the choices' pieces as they come; the usage."""
+        prompted, generated = sum(len(ids) for _, ids in prompts), 0
+        try:
+            with generation:
                 if request.echo:
-                    yield chunk(index, prompt, echoed, 0, None)
-                at = len(prompt)
-                for piece in choice_pieces(loaded, ids, request.stop, max_tokens, **options):
+                    for p, (prompt, ids) in enumerate(prompts):
+                        echoed = prompt_tokens(loaded, ids, k) if k is not None else []
+                        yield from (chunk(index, prompt, echoed, 0, None) for index in range(p * n, p * n + n))
+                at = [len(prompts[index // n][0]) for index in range(len(rows))]  # each choice's text offset
+                for index, piece in row_pieces(loaded, generation, request.stop):
                     generated += len(piece.tokens)
-                    yield chunk(index, piece.text, piece.tokens, at, piece.finish_reason)
-                    at += len(piece.text)
-        yield Completion(**head, choices=[], usage=Usage.of(sum(len(ids) for _, ids in prompts), generated))
+                    yield chunk(index, piece.text, piece.tokens, at[index], piece.finish_reason)
+                    at[index] += len(piece.text)
+        finally:
+            _report(report, prompted, generated)
+        yield Completion(**head, choices=[], usage=Usage.of(prompted, generated))
 
     if request.stream:
         return sse(_with_usage(chunks(), request))
@@ -177,14 +238,14 @@ def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event
         old.logprobs = _joined(old.logprobs, new.logprobs)
         old.finish_reason = new.finish_reason
     return response_json(
-        Completion(**head, system_fingerprint=FINGERPRINT, choices=list(choices.values()), usage=last.usage)
+        Completion(**head, system_fingerprint=FINGERPRINT, choices=_in_order(choices), usage=last.usage)
     )
 
 
-def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = None):
+def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = None, report: Report = None):
     """Answer ``/v1/chat/completions``: the messages rendered with the model's chat template
-    (or plain ``User:``/``Assistant:`` lines), `n` replies, as one response or a stream; checks
-    and `cancel` as in `complete`."""
+    (or plain ``User:``/``Assistant:`` lines), `n` replies, as one response or a stream; checks,
+    `cancel` and `report` as in `complete`."""
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
@@ -195,7 +256,8 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
     check_room(loaded, ids, max_tokens or 1, "messages")
     max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
     k = (request.top_logprobs or 0) if request.logprobs else None
-    options, n = sampling(loaded, request, k) | {"cancel": cancel}, request.n or 1
+    n = request.n or 1
+    generation = start(loaded, [ids] * n, max_tokens, sampling(loaded, request, k, n), cancel)
     head = {
         "id": new_id("chatcmpl"),
         "created": int(time.time()),
@@ -208,20 +270,21 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
         return ChatCompletion(**head, object="chat.completion.chunk", choices=[choice])
 
     def chunks() -> Iterator[ChatCompletion]:
-        """The stream: each reply's role, then its pieces (a plain-template reply loses its leading space),
-        then the usage."""
-        generated = 0
-        for index in range(n):
-            yield chunk(index, {"role": "assistant", "content": ""}, None, None)
-            started = not plain
-            for piece in choice_pieces(loaded, ids, stops, max_tokens, **options):
-                text = piece.text if started else piece.text.lstrip()
-                started = started or bool(text)
-                generated += len(piece.tokens)
-                logprobs = chat_logprobs(piece.tokens) if k is not None else None
-                yield chunk(
-                    index, {"content": text} if text or not piece.finish_reason else {}, logprobs, piece.finish_reason
-                )
+        """The stream: every reply's role, then the replies' pieces as they come (a plain-template reply loses
+        its leading space), then the usage."""
+        generated, started = 0, [not plain] * n
+        try:
+            with generation:
+                yield from (chunk(index, {"role": "assistant", "content": ""}, None, None) for index in range(n))
+                for index, piece in row_pieces(loaded, generation, stops):
+                    text = piece.text if started[index] else piece.text.lstrip()
+                    started[index] = started[index] or bool(text)
+                    generated += len(piece.tokens)
+                    logprobs = chat_logprobs(piece.tokens) if k is not None else None
+                    delta = {"content": text} if text or not piece.finish_reason else {}
+                    yield chunk(index, delta, logprobs, piece.finish_reason)
+        finally:
+            _report(report, len(ids), generated)
         yield ChatCompletion(**head, object="chat.completion.chunk", choices=[], usage=Usage.of(len(ids), generated))
 
     if request.stream:
@@ -236,9 +299,17 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
         old.message.content += new.delta.get("content", "")
         old.logprobs = _joined(old.logprobs, new.logprobs)
         old.finish_reason = new.finish_reason
-    return response_json(
-        ChatCompletion(**head, object="chat.completion", choices=list(choices.values()), usage=last.usage)
-    )
+    return response_json(ChatCompletion(**head, object="chat.completion", choices=_in_order(choices), usage=last.usage))
+
+
+def _report(report: Report, prompt_tokens: int, completion_tokens: int) -> None:
+    if report is not None:
+        report({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
+
+
+def _in_order(choices: dict) -> list:
+    """The choices by index (their pieces came interleaved)."""
+    return [choices[index] for index in sorted(choices)]
 
 
 def _with_usage(chunks, request) -> Iterator[dict]:

@@ -23,15 +23,27 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class APIError(HTTPException):
-    """An error the client sees as ``{"error": {"message", "type", "param", "code"}}``."""
+    """An error the client sees as ``{"error": {"message", "type", "param", "code"}}``, with `headers`
+    (``Retry-After`` on a 429)."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(status_code=status, detail=message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.param, self.code = param, code
 
     def body(self) -> dict:
-        """The error as JSON data; a lone surrogate the client sent is shown escaped (it cannot be encoded)."""
+        """The error as JSON data; a lone surrogate the client sent is shown escaped (it cannot be encoded).
+        Its type is OpenAI's: ``requests`` for a 429 (too many requests at once), ``server_error`` for a 5xx,
+        else ``invalid_request_error``."""
         kind = "server_error" if self.status_code >= 500 else "invalid_request_error"
+        kind = "requests" if self.status_code == 429 else kind
         message, param = (_escaped(text) for text in (self.detail, self.param))
         return {"error": {"message": message, "type": kind, "param": param, "code": self.code}}
 

@@ -5,7 +5,9 @@ Endpoints (the shapes the official ``openai`` SDK expects): ``/v1/models``,
 ``/v1/chat/completions``, ``/v1/files`` and ``/v1/fine_tuning/jobs`` (with events,
 checkpoints and cancel). Everything is kept under the data folder, so files, jobs
 and fine-tuned models survive a restart. It listens on 127.0.0.1 unless told
-otherwise; with an API key set, a request without it gets 401.
+otherwise; with an API key set, a request without it gets 401. Concurrent requests
+to a model are decoded together (continuous batching), up to --max-batch rows at
+once; past --max-waiting more waiting requests, a request gets 429 and Retry-After.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote_plus
@@ -34,6 +36,7 @@ from .. import __version__
 from ..models import ModelUnavailableError, describe_model
 from ..paths import cache_dir
 from ..profiles import get_profile
+from .batching import LIMITS
 from .engine import ModelPool
 from .guard import Guard, MiB
 from .jobs import JobRunner, recover
@@ -53,6 +56,18 @@ class Settings:
     host: str = "127.0.0.1"  # the address it listens on (the Host header a request must name when it is loopback)
     max_body_bytes: int = 4 * MiB
     max_file_bytes: int = 64 * MiB
+    # Continuous batching, per model (None: `batching.LIMITS` for the model's device, CPU or GPU).
+    max_batch: int | None = None  # rows (choices) decoded at once
+    max_waiting: int | None = None  # requests waiting for rows beyond those free before 429
+    max_tokens_in_flight: int | None = None  # prompt + max_tokens of the rows decoded at once
+
+    def batch_limits(self) -> dict:
+        """The `Batcher`'s limits."""
+        return {
+            "max_rows": self.max_batch,
+            "max_waiting": self.max_waiting,
+            "max_tokens_in_flight": self.max_tokens_in_flight,
+        }
 
 
 def default_data_dir() -> Path:
@@ -70,10 +85,11 @@ def create_app(settings: Settings) -> FastAPI:
             f"{', '.join(interrupted)}"
         )
     registry = ModelRegistry(store, settings.models, int(time.time()))
-    app = FastAPI(title="gptnb local OpenAI-compatible server", version=__version__)
+    app = FastAPI(title="gptnb local OpenAI-compatible server", version=__version__, lifespan=_threads)
     app.add_middleware(Guard, settings=settings)
     app.state.settings, app.state.store, app.state.registry = settings, store, registry
-    app.state.pool, app.state.runner = ModelPool(registry.resolve), JobRunner(store, get_profile())
+    app.state.pool = ModelPool(registry.resolve, limits=settings.batch_limits())
+    app.state.runner = JobRunner(store, get_profile())
     for routes in (models, completions, files, fine_tuning):
         app.include_router(routes.router)
     app.add_exception_handler(HTTPException, _http_error)
@@ -82,10 +98,29 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+WORKER_THREADS = 512  # a completion holds one while it waits or decodes: room for several models' rows and lines
+
+
+@asynccontextmanager
+async def _threads(app: FastAPI):
+    """Let as many requests wait for a batcher as its limits allow: a completion waits in a worker thread,
+    and Starlette's pool (anyio's, 40 by default) would otherwise queue requests past 40 with no 429."""
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+    yield
+
+
+RETRY_AFTER_S = "1"  # a 429 that does not say when to retry (the upload slots)
+
+
 def _http_error(request, error: HTTPException):
     if not isinstance(error, APIError):
-        error = APIError(error.status_code, str(error.detail))
-    return JSONResponse(error.body(), status_code=error.status_code)
+        error = APIError(error.status_code, str(error.detail), headers=error.headers)
+    headers = dict(error.headers or {})
+    if error.status_code == 429:
+        headers.setdefault("Retry-After", RETRY_AFTER_S)
+    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
 
 
 def _invalid(request, error: RequestValidationError):
@@ -191,7 +226,15 @@ def stop_signals(server) -> Iterator[list[int]]:
 def _run(args: argparse.Namespace) -> int:
     models = tuple(args.model or [get_profile().prompting_model])
     api_key = args.api_key or os.environ.get("GPTNB_API_KEY") or None
-    settings = Settings(models=models, data_dir=args.data_dir or default_data_dir(), api_key=api_key, host=args.host)
+    settings = Settings(
+        models=models,
+        data_dir=args.data_dir or default_data_dir(),
+        api_key=api_key,
+        host=args.host,
+        max_batch=args.max_batch,
+        max_waiting=args.max_waiting,
+        max_tokens_in_flight=args.max_tokens_in_flight,
+    )
     try:
         sock = bind(args.host, args.port)
     except OSError as error:
@@ -216,6 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             server.run(sockets=[sock])
         finally:
+            app.state.pool.close()
             failed = app.state.runner.close(timeout=STOP_WAIT_S)
         if failed:
             print(f"gptnb serve: stopped before these fine-tuning jobs finished; marked failed: {', '.join(failed)}")
@@ -245,12 +289,43 @@ def add_command(commands, summary: str) -> None:
         "--data-dir", type=Path, help=f"where files, jobs and models are kept (default: {default_data_dir()})"
     )
     parser.add_argument("--api-key", help="require this key (default: GPTNB_API_KEY if set, else none)")
+    cpu, gpu = LIMITS["cpu"], LIMITS["gpu"]
+    parser.add_argument(
+        "--max-batch",
+        type=_positive,
+        help="choices decoded at once per model, from all requests together; one request gets at most half "
+        f"(default: {cpu['max_rows']} on a CPU, {gpu['max_rows']} on a GPU)",
+    )
+    parser.add_argument(
+        "--max-waiting",
+        type=_count,
+        help="requests that may wait for a free row per model; more get 429 with Retry-After "
+        f"(default: {cpu['max_waiting']} on a CPU, {gpu['max_waiting']} on a GPU)",
+    )
+    parser.add_argument(
+        "--max-tokens-in-flight",
+        type=_positive,
+        help="prompt plus max_tokens of the choices decoded at once per model; one request gets at most half "
+        f"(default: {cpu['max_tokens_in_flight']} on a CPU, {gpu['max_tokens_in_flight']} on a GPU)",
+    )
     parser.set_defaults(run=_run)
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {text!r}: give a number from 1 to 65535")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a whole number, 0 or more")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a whole number, 1 or more")
     return int(text)
 
 
@@ -279,3 +354,4 @@ class Background:
         self.app.state.runner.close()
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        self.app.state.pool.close()

@@ -2,8 +2,10 @@
 
 The work runs in a worker thread while the event loop watches the connection: when the
 client disconnects before a whole (not streamed) answer is ready, the ``cancel`` event
-handed to the generation loop is set and it stops. A stream stops by itself: Starlette
-stops asking it for tokens once the client has gone.
+handed to the generation is set and its rows leave the batch. A stream stops by itself:
+Starlette stops asking it for tokens once the client has gone, which closes its rows.
+Once generation ends, ``request.state.usage`` holds its prompt and completion tokens
+(for the guard's per-key usage).
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ async def chat_completions(request: ChatRequest, http: Request, pool: ModelPool 
 
 async def _answer(endpoint, request, http: Request, pool: ModelPool):
     """`endpoint` (`inference.complete` or `inference.chat`) on the request's model, in a worker thread, with a
-    ``cancel`` event set if the client disconnects before it returns."""
+    ``cancel`` event set if the client disconnects before it returns and the usage reported to ``http.state``."""
     cancel = threading.Event()
+
+    def report(usage: dict) -> None:
+        http.state.usage = usage
 
     async def watch() -> None:
         # The body has been read: the next message is http.disconnect.
@@ -46,7 +51,7 @@ async def _answer(endpoint, request, http: Request, pool: ModelPool):
 
     watcher = asyncio.create_task(watch())
     try:
-        return await run_in_threadpool(lambda: endpoint(loaded_model(pool, request.model), request, cancel))
+        return await run_in_threadpool(lambda: endpoint(loaded_model(pool, request.model), request, cancel, report))
     except Cancelled:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     finally:
