@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from gptnb.api.batching import Batcher
+from gptnb.api.batching import Batcher, QueueFull
 from gptnb.api.engine import Cancelled, Loaded, generate
 
 PROMPTS = [
@@ -197,3 +197,61 @@ def test_full_when_the_waiting_line_is_at_its_limit(tiny_gpt2):
         batcher.close()
     assert not batcher.full()
     assert [len(tokens) for tokens in results[:2]] == MAX_TOKENS[:2]
+
+
+def test_a_many_row_request_takes_half_the_rows_and_the_others_join_before_it_ends(tiny_gpt2):
+    """An n=8 request on 4 rows runs 2 at a time; a one-row request sent after it joins at once, round-robin,
+    and ends long before it."""
+    loaded = Loaded(*tiny_gpt2)
+    ids = loaded.tokenizer(PROMPTS[0]).input_ids
+    batcher, ended = Batcher(loaded, max_rows=4), {}
+
+    def run(name: str, rows: int) -> None:
+        with batcher.submit([ids] * rows, max_tokens=30, temperature=0) as generation:
+            for _ in generation:
+                pass
+        ended[name] = batcher.steps
+
+    try:
+        with _PauseAt(loaded.model, at=1) as pause:
+            big = threading.Thread(target=run, args=("big", 8))
+            big.start()
+            pause.reached.wait(60)
+            small = threading.Thread(target=run, args=("small", 1))
+            small.start()
+            _wait_for(lambda: batcher.waiting == 2)
+        big.join(120)
+        small.join(120)
+    finally:
+        batcher.close()
+    assert batcher.largest_batch == 3  # the big request's 2 rows and the small one's
+    assert ended["small"] <= 30 < ended["big"]
+
+
+def test_a_request_holds_at_most_half_the_tokens_in_flight(tiny_gpt2):
+    loaded = Loaded(*tiny_gpt2)
+    ids = loaded.tokenizer(PROMPTS[2]).input_ids
+    batcher = Batcher(loaded, max_rows=8, max_tokens_in_flight=4 * (len(ids) + 10))
+    try:
+        with batcher.submit([ids] * 4, max_tokens=10, temperature=0) as generation:
+            assert sum(token is None for _, token in generation) == 4
+    finally:
+        batcher.close()
+    assert batcher.largest_batch == 2
+
+
+def test_a_full_waiting_line_refuses_with_a_time_to_retry(tiny_gpt2):
+    loaded = Loaded(*tiny_gpt2)
+    ids = loaded.tokenizer(PROMPTS[2]).input_ids
+    batcher = Batcher(loaded, max_rows=1, max_waiting=1)
+    try:
+        with _PauseAt(loaded.model, at=1) as pause:
+            first = batcher.submit([ids], max_tokens=3, temperature=0)
+            pause.reached.wait(60)
+            second = batcher.submit([ids], max_tokens=3, temperature=0)
+            with pytest.raises(QueueFull) as refused:
+                batcher.submit([ids], max_tokens=3, temperature=0)
+        assert [len(list(first)), len(list(second))] == [4, 4]  # 3 tokens and the end of each
+    finally:
+        batcher.close()
+    assert refused.value.retry_after >= 1 and refused.value.waiting == 1
