@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
+import sys
+import threading
+import time
 
 import pytest
 from fastapi import FastAPI, Request
@@ -292,3 +296,16 @@ def test_a_jobs_copy_of_its_file_is_private_and_read_line_by_line(tmp_path):
     assert stat.S_IMODE((folder / "training_file.jsonl").stat().st_mode) == 0o600
     assert pinned_examples(folder, "training_file") == training_file_examples(text)[0]
     assert len(pinned_examples(folder, "training_file")) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a niceness per thread is Linux's")
+def test_jobs_train_in_a_thread_of_the_lowest_cpu_priority(tmp_path):
+    runner = JobRunner(Store(tmp_path / "data"), get_profile("tiny"))
+    try:
+        deadline = time.time() + 10
+        while os.getpriority(os.PRIO_PROCESS, runner._thread.native_id) != 19 and time.time() < deadline:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, runner._thread.native_id) == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the server's own threads: unchanged
+    finally:
+        runner.close()
