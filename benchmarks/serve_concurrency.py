@@ -128,10 +128,11 @@ def load(url: str, model: str, clients: int, rounds: int, tokens: int, timeout: 
 
 
 def serve_table(args) -> None:
-    rows, load_before = [], os.getloadavg()
+    rows, loads = [], []
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         for server in args.servers.split(","):
+            loads.append((server, os.getloadavg()))
             process, url, served = start(server, args.model, scratch)
             try:
                 wait_ready(process, url, args.startup_timeout)
@@ -146,9 +147,12 @@ def serve_table(args) -> None:
             finally:
                 process.terminate()
                 process.wait(30)
+            loads[-1] += (os.getloadavg(),)
     baseline = in_process_latency(args.model, args.tokens)
     print(f"\nModel {args.model}, {args.tokens} tokens per completion, {args.rounds} per client, temperature 0.")
-    print(f"Load average (1, 5, 15 min): before {fmt(load_before)}, after {fmt(os.getloadavg())}.\n")
+    for server, before, after in loads:
+        print(f"Load average (1, 5, 15 min) around {server}: before {fmt(before)}, after {fmt(after)}.")
+    print()
     print("| server | clients | requests | requests/s | tokens/s | p50 latency (s) | p95 latency (s) |")
     print("|---|---|---|---|---|---|---|")
     for server, clients, r in rows:
