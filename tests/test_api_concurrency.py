@@ -289,3 +289,16 @@ def test_usage_is_left_for_the_guard_once_an_answer_ends(server):
     usage = whole.json()["usage"]
     assert seen[0] == {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": 4}
     assert seen[1]["completion_tokens"] <= 3 and seen[1]["prompt_tokens"] > 0
+
+
+def test_every_429_says_when_to_retry():
+    """The server's error handler keeps an error's headers, and gives a 429 without Retry-After one (the upload
+    slots' 429)."""
+    from gptnb.api.schemas import APIError
+    from gptnb.api.server import _http_error
+
+    uploads = _http_error(None, APIError(429, "2 uploads are already being received", code="rate_limit_exceeded"))
+    told = _http_error(None, APIError(429, "busy", headers={"Retry-After": "7"}))
+    assert (uploads.headers["Retry-After"], told.headers["Retry-After"]) == ("1", "7")
+    assert json.loads(uploads.body)["error"]["type"] == "requests"
+    assert "Retry-After" not in _http_error(None, APIError(400, "bad")).headers

@@ -84,7 +84,7 @@ def _row_seed(seed: int, row: int) -> int:
     return seed + row if seed + row < 2**64 else seed - row
 
 
-def start(loaded: Loaded, prompts: list[list[int]], max_tokens: int, options: dict, cancel) -> Generation:
+def submit(loaded: Loaded, prompts: list[list[int]], max_tokens: int, options: dict, cancel) -> Generation:
     """Queue a row per prompt on the model's batcher; 429 with ``Retry-After`` when its waiting line is full."""
     try:
         return loaded.batcher.submit(prompts, max_tokens=max_tokens, cancel=cancel, **options)
@@ -199,7 +199,7 @@ def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event
     for _, ids in prompts:
         check_room(loaded, ids, max_tokens, "max_tokens")
     rows = [ids for _, ids in prompts for _ in range(n)]  # row i: choice i, of prompt i // n
-    generation = start(loaded, rows, max_tokens, sampling(loaded, request, k, len(rows)), cancel)
+    generation = submit(loaded, rows, max_tokens, sampling(loaded, request, k, len(rows)), cancel)
     head = {"id": new_id("cmpl"), "created": int(time.time()), "model": request.model}
 
     def chunk(index: int, text: str, tokens, start: int, finish_reason: str | None) -> Completion:
@@ -257,7 +257,7 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
     max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
     k = (request.top_logprobs or 0) if request.logprobs else None
     n = request.n or 1
-    generation = start(loaded, [ids] * n, max_tokens, sampling(loaded, request, k, n), cancel)
+    generation = submit(loaded, [ids] * n, max_tokens, sampling(loaded, request, k, n), cancel)
     head = {
         "id": new_id("chatcmpl"),
         "created": int(time.time()),
