@@ -40,8 +40,9 @@ from .batching import LIMITS
 from .engine import ModelPool
 from .guard import Guard, MiB
 from .jobs import JobRunner, recover
+from .keys import Keys, KeysFileError, Usage
 from .registry import ModelRegistry
-from .routes import completions, files, fine_tuning, models
+from .routes import completions, files, fine_tuning, models, usage
 from .schemas import APIError
 from .store import Store
 
@@ -53,6 +54,7 @@ class Settings:
     models: tuple[str, ...]  # base models by gptnb name; the first is loaded at start
     data_dir: Path
     api_key: str | None = None
+    keys_file: Path | None = None  # --keys-file: API keys by name, one per learner or group (gptnb.api.keys)
     host: str = "127.0.0.1"  # the address it listens on (the Host header a request must name when it is loopback)
     max_body_bytes: int = 4 * MiB
     max_file_bytes: int = 64 * MiB
@@ -76,7 +78,10 @@ def default_data_dir() -> Path:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI app: the routers over a `Store` in ``settings.data_dir``, a `ModelPool` and a `JobRunner`."""
+    """The FastAPI app: the routers over a `Store` in ``settings.data_dir``, a `ModelPool` and a `JobRunner`.
+
+    Raises `KeysFileError` (one line) for a keys file that cannot be used, before anything else is done."""
+    keys = Keys.load(settings.api_key, settings.keys_file)
     store = Store(settings.data_dir)
     interrupted = recover(store)
     if interrupted:
@@ -86,11 +91,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
     registry = ModelRegistry(store, settings.models, int(time.time()))
     app = FastAPI(title="gptnb local OpenAI-compatible server", version=__version__, lifespan=_threads)
-    app.add_middleware(Guard, settings=settings)
+    app.state.keys, app.state.usage = keys, Usage(keys.names)
+    app.add_middleware(Guard, settings=settings, keys=keys, usage=app.state.usage)
     app.state.settings, app.state.store, app.state.registry = settings, store, registry
     app.state.pool = ModelPool(registry.resolve, limits=settings.batch_limits())
     app.state.runner = JobRunner(store, get_profile())
-    for routes in (models, completions, files, fine_tuning):
+    for routes in (models, completions, files, fine_tuning, usage):
         app.include_router(routes.router)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -195,8 +201,7 @@ def uvicorn_server(app: FastAPI, log_level: str = "info"):
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2))
-    if app.state.settings.api_key:
-        ACCESS_LOG_FILTER.keys.add(app.state.settings.api_key)
+    ACCESS_LOG_FILTER.keys.update(app.state.keys.secrets)
     logging.getLogger("uvicorn.access").addFilter(ACCESS_LOG_FILTER)  # after the Config set up uvicorn's logging
     return server
 
@@ -230,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         models=models,
         data_dir=args.data_dir or default_data_dir(),
         api_key=api_key,
+        keys_file=args.keys_file,
         host=args.host,
         max_batch=args.max_batch,
         max_waiting=args.max_waiting,
@@ -240,7 +246,11 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"gptnb serve: cannot listen on {args.host}:{args.port} ({error.strerror}); choose another --port")
         return 1
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except KeysFileError as error:
+        print(f"gptnb serve: {error}")
+        return 1
     try:
         loaded = app.state.pool.get(models[0])
     except ModelUnavailableError as error:
@@ -250,9 +260,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"gptnb serve: {models[0]} = {describe_model(loaded.model)}")
     print(
         f"gptnb serve: http://{host}:{args.port}/v1 | data in {settings.data_dir} | "
-        f"API key {'required' if api_key else 'not required (set --api-key or GPTNB_API_KEY to require one)'}"
+        + (
+            f"API keys: {', '.join(app.state.keys.names)}"
+            if app.state.keys.names
+            else "API key not required (set --api-key, GPTNB_API_KEY or --keys-file to require one)"
+        )
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not app.state.keys.names:
         print("gptnb serve: WARNING: listening beyond this machine with no API key: anyone who can reach it can use it")
     server = uvicorn_server(app)
     with stop_signals(server) as received:
@@ -289,6 +303,12 @@ def add_command(commands, summary: str) -> None:
         "--data-dir", type=Path, help=f"where files, jobs and models are kept (default: {default_data_dir()})"
     )
     parser.add_argument("--api-key", help="require this key (default: GPTNB_API_KEY if set, else none)")
+    parser.add_argument(
+        "--keys-file",
+        type=Path,
+        help="API keys, one 'name key' pair a line ('#' comments), one per learner or group; keys named instructor "
+        "or instructor-... (and --api-key's) see everyone's usage at GET /v1/usage, the others their own",
+    )
     cpu, gpu = LIMITS["cpu"], LIMITS["gpu"]
     parser.add_argument(
         "--max-batch",
