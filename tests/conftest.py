@@ -21,3 +21,29 @@ def tiny_gpt2():
     import gptnb
 
     return gptnb.load_model("tiny-gpt2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama():
+    """A function making a random two-layer Llama over a tokenizer: SmolLM2's architecture (rotary positions,
+    grouped heads), each call a fresh model with the same weights."""
+    return _tiny_llama
+
+
+def _tiny_llama(tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
 
 from gptnb.api.batching import Batcher, QueueFull
 from gptnb.api.engine import Cancelled, Loaded, generate
@@ -22,23 +21,11 @@ MAX_TOKENS = [40, 12, 25, 18]  # the first runs long so that the others join it 
 
 
 @pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-llama"])
-def loaded(request, tiny_gpt2):
+def loaded(request, tiny_gpt2, make_tiny_llama):
     """A tiny GPT-2 (absolute positions) or a tiny random Llama, SmolLM2's shape (rotary positions, grouped heads)."""
     model, tokenizer = tiny_gpt2
     if request.param == "tiny-llama":
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
-        )
-        model = AutoModelForCausalLM.from_config(config).eval()
+        model = make_tiny_llama(tokenizer)
     return Loaded(model, tokenizer)
 
 

@@ -88,31 +88,15 @@ def test_padding_safe_attention_changes_nothing_off_cuda():
             assert _sdpa_switches() == ALL_ON
 
 
-def _tiny_llama(tokenizer):
-    """A random two-layer Llama (SmolLM2's architecture, the one that went NaN on the H200)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-
-
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_left_padded_batch_gives_finite_loss_and_gradients_with_the_chosen_backends(architecture):
+def test_left_padded_batch_gives_finite_loss_and_gradients_with_the_chosen_backends(architecture, make_tiny_llama):
     """CPU has no cuDNN, so this checks the backends kept (math, here) on pad rows that attend to nothing."""
     import gptnb
     from gptnb.collate import CompletionCollator, encode_pairs
 
     model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu", training=True)
     if architecture == "llama":
-        model = _tiny_llama(tokenizer)
+        model = make_tiny_llama(tokenizer).train()
     assert model.config._attn_implementation == "sdpa"
     model.train()
     pairs = [("Tweet: a long tweet with many more words than the next\nSentiment:", " positive"), ("Hi", " negative")]
