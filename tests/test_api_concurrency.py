@@ -36,7 +36,7 @@ REQUESTS = [
         "/v1/completions",
         {"prompt": ["good", "bad day"], "max_tokens": 6, "temperature": 0, "echo": True, "logprobs": 1},
     ),
-    ("/v1/completions", {"prompt": PROMPT, "max_tokens": 30, "temperature": 0, "stop": [" p", "zz"]}),
+    ("/v1/completions", {"prompt": PROMPT, "max_tokens": 30, "temperature": 0}),  # a stop string is added below
     (
         "/v1/chat/completions",
         {"messages": CHAT, "max_tokens": 15, "temperature": 0, "logprobs": True, "top_logprobs": 2},
@@ -137,19 +137,30 @@ def assert_same(batched, alone, where="") -> None:
         assert batched == alone, where
 
 
+def with_a_stop_string(server: Background) -> list[tuple[str, dict]]:
+    """REQUESTS, the fifth given a stop string that its greedy text reaches half-way (the tiny model's text
+    depends on the transformers version that built it)."""
+    path, body = REQUESTS[4]
+    text = post(server, path, body).json()["choices"][0]["text"]
+    assert len(text) > 8, text
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    return [*REQUESTS[:4], (path, {**body, "stop": [stop, "zz"]}), *REQUESTS[5:]]
+
+
 def test_concurrent_requests_answer_as_the_same_requests_sent_one_at_a_time(server):
-    alone = [comparable(post(server, path, body).json()) for path, body in REQUESTS]
+    requests = with_a_stop_string(server)
+    alone = [comparable(post(server, path, body).json()) for path, body in requests]
     batcher = batcher_of(server)
     batcher.largest_batch = 0
 
     def send(i: int) -> dict:
-        path, body = REQUESTS[i]
+        path, body = requests[i]
         return comparable(post(server, path, body).json())
 
-    batched = together(server, send, len(REQUESTS))
+    batched = together(server, send, len(requests))
     assert batcher.largest_batch > 1, "the requests were not decoded together"
     for i, (b, a) in enumerate(zip(batched, alone)):
-        assert_same(b, a, f"request {i} {REQUESTS[i][1]}")
+        assert_same(b, a, f"request {i} {requests[i][1]}")
     assert alone[1]["choices"][0]["text"] != alone[2]["choices"][0]["text"]  # seeded sampling did sample
     assert alone[4]["choices"][0]["finish_reason"] == "stop"  # a stop string ended one while others ran on
 
@@ -247,11 +258,9 @@ def test_a_client_that_disconnects_mid_stream_frees_its_row(narrow):
     finally:
         gc.enable()
     assert steps < 50, "the row ran on after its client left"
-    # The only row is free: the next request is answered at once, not after the 480 tokens.
-    started = time.monotonic()
+    # The only row is free again: the next request is answered and leaves no row behind.
     assert post(narrow, "/v1/completions", {"prompt": "x", "max_tokens": 2}).status_code == 200
-    assert time.monotonic() - started < 10
-    assert batcher.running == 0
+    wait_for(lambda: batcher.running == 0)  # the decode thread lets the answered row go after its last step
 
 
 def disconnect_mid_stream(server: Background) -> int:
