@@ -60,7 +60,17 @@ class FinetuneResult:
 
 
 class TrainingDiverged(RuntimeError):
-    """The training or validation loss became NaN or infinite: the weights are broken, so training stopped."""
+    """The training or validation loss became NaN or infinite: the weights are broken, so training stopped.
+
+    `problem` says which loss, its value and the step, e.g. ``the training loss is nan at step 1 of 9``."""
+
+    def __init__(self, problem: str, learning_rate: float):
+        self.problem = problem
+        super().__init__(
+            f"fine-tuning diverged: {problem}, so training stopped; try a lower learning rate (it was "
+            f"{learning_rate:g}) or plain float32 (a model loaded with dtype=torch.float32 and "
+            "finetune(..., mixed_precision=False))"
+        )
 
 
 class _Hooks(TrainerCallback):
@@ -73,12 +83,8 @@ class _Hooks(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, name in (("loss", "training loss"), ("eval_loss", "validation loss")):
             if logs and key in logs and not math.isfinite(logs[key]):
-                raise TrainingDiverged(
-                    f"fine-tuning diverged: the {name} is {logs[key]} at step {state.global_step} of "
-                    f"{state.max_steps}, so training stopped; try a lower learning rate (it was "
-                    f"{args.learning_rate:g}) or plain float32 (a model loaded with dtype=torch.float32 "
-                    "and finetune(..., mixed_precision=False))"
-                )
+                problem = f"the {name} is {logs[key]} at step {state.global_step} of {state.max_steps}"
+                raise TrainingDiverged(problem, args.learning_rate)
         if self.on_step and logs:
             self.on_step({"step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch, **logs})
 

@@ -111,6 +111,19 @@ def recover(store: Store) -> list[str]:
     return interrupted
 
 
+def _failure(error: Exception, job: dict) -> str:
+    """Why a job's training failed, in the API's terms (a diverged loss names the hyperparameter to lower)."""
+    from ..finetune import TrainingDiverged
+
+    if isinstance(error, TrainingDiverged):
+        multiplier = job["hyperparameters"].get("learning_rate_multiplier", "auto")
+        return (
+            f"training diverged: {error.problem}, so training stopped; "
+            f"try a lower learning_rate_multiplier (it was {multiplier})"
+        )
+    return f"{type(error).__name__}: {error}"
+
+
 def new_job(request, hyperparameters: dict) -> dict:
     """The public shape of a new fine-tuning job (OpenAI's ``fine_tuning.job``) for a checked `JobRequest`."""
     return {
@@ -241,12 +254,13 @@ class JobRunner:
                 self._train(job_id)
             except Exception as error:  # a training crash fails this job, never the server
                 traceback.print_exc()
+                reason = _failure(error, self.store.job(job_id))
                 with self._lock:
                     self._finish(
                         job_id,
                         "failed",
-                        f"Job failed: {type(error).__name__}: {error}",
-                        error={"code": "training_failed", "message": f"{type(error).__name__}: {error}", "param": None},
+                        f"Job failed: {reason}",
+                        error={"code": "training_failed", "message": reason, "param": None},
                     )
             finally:
                 clean_up(self.store, job_id)
