@@ -1,14 +1,13 @@
 """What the server runs on a model: token-by-token generation with logprobs and stop strings.
 
 `prefill` runs a prompt (reusing the keys/values of the last prompt's shared start);
-`generate` is the plain autoregressive loop after it (one forward pass per new token,
-the past keys/values cached), yielding each token with its log-probability and the
-k most likely alternatives. `ChoiceText` turns a choice's tokens into text that is
-released only once no stop string can still begin in it; `choice_pieces` does that
-for one `generate`. A `threading.Event` passed as ``cancel`` (set when the client has
-gone) stops the loop before its next forward pass. `ModelPool` loads base and
-fine-tuned models on first use, each with the `batching.Batcher` the server decodes
-concurrent requests with.
+`generate` is the plain autoregressive loop after it for one sequence (one forward pass
+per new token, the past keys/values cached), yielding each token with its log-probability
+and the k most likely alternatives: the reference that `batching.Batcher`, which the server
+decodes with, is tested and benchmarked against. `ChoiceText` turns a choice's tokens into
+text that is released only once no stop string can still begin in it; `choice_pieces` does
+that for one `generate`. `ModelPool` loads base and fine-tuned models on first use, each
+with its `Batcher`.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class Token:
 
 
 class Cancelled(Exception):
-    """Generation stopped because its ``cancel`` event was set (the client disconnected)."""
+    """A `batching.Batcher` request stopped because its ``cancel`` event was set (the client disconnected)."""
 
 
 @dataclass
@@ -139,14 +138,10 @@ def generate(
     top_p: float = 1.0,
     k: int = 0,
     generator: torch.Generator | None = None,
-    cancel: threading.Event | None = None,
 ) -> Iterator[Token]:
-    """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one.
-
-    Raises `Cancelled` before a forward pass once `cancel` is set."""
+    """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one."""
     if max_tokens <= 0:
         return
-    _check(cancel)
     cache, logits = prefill(loaded, ids)
     model, argument = loaded.model, cache_argument(loaded.model)
     for step in range(max_tokens):
@@ -154,16 +149,10 @@ def generate(
         yield scored_token(loaded, token_id, torch.log_softmax(logits, dim=-1), k)
         if token_id in loaded.eos_ids or step == max_tokens - 1:
             return
-        _check(cancel)
         with loaded.lock, torch.no_grad():
             inputs = torch.tensor([[token_id]], device=model.device)
             out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{argument: cache})  # fills `cache`
         logits = out.logits[0, -1].float()
-
-
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled
 
 
 @dataclass
