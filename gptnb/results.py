@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -58,6 +59,49 @@ def score_with_interval(y_true, y_pred, n_resamples: int = 1000, level: float = 
     return result
 
 
+METRICS = ("accuracy", "macro_f1")
+
+
+def _resampled_metric(metric: str, true: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """`metric` of every row of (resamples x examples) label arrays."""
+    if metric == "accuracy":
+        return (true == pred).mean(axis=1)
+    return _macro_f1_rows(true, pred, classes)
+
+
+def paired_difference(
+    y_true, pred_a, pred_b, *, metric: str = "macro_f1", n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """metric(a) - metric(b) on the same tweets, with a paired bootstrap interval.
+
+    Each resample draws tweet indices with replacement and scores both systems on the SAME indices, so the
+    interval is that of the difference itself: narrower than two separate intervals whenever the systems
+    get the same tweets right. Returns ``difference``, ``low``, ``high``, ``includes_zero`` and ``metric``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    y_true, pred_a, pred_b = np.asarray(y_true), np.asarray(pred_a), np.asarray(pred_b)
+    if not len(y_true) or not (len(y_true) == len(pred_a) == len(pred_b)):
+        raise ValueError(
+            f"need one prediction of each system per label, and at least one: got {len(pred_a)}, {len(pred_b)} "
+            f"predictions for {len(y_true)} labels"
+        )
+    rows = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
+    true = y_true[rows]
+    a = _resampled_metric(metric, true, pred_a[rows], np.union1d(y_true, pred_a))
+    b = _resampled_metric(metric, true, pred_b[rows], np.union1d(y_true, pred_b))
+    tail = (1 - level) / 2 * 100
+    low, high = (float(v) for v in np.percentile(a - b, [tail, 100 - tail]))
+    difference = score(y_true, pred_a)[metric] - score(y_true, pred_b)[metric]
+    return {"difference": difference, "low": low, "high": high, "includes_zero": low <= 0 <= high, "metric": metric}
+
+
+def format_difference(d: dict) -> str:
+    """``+0.112 [+0.061, +0.160]``: a paired difference with its interval, and `` — includes 0`` when it does."""
+    text = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    return text + (" — includes 0" if d["includes_zero"] else "")
+
+
 def format_interval(metrics: dict, name: str = "macro_f1") -> str:
     """``0.782 [0.731, 0.829]``: a metric with its bootstrap interval, as notebooks print it."""
     return f"{metrics[name]:.3f} [{metrics[f'{name}_low']:.3f}, {metrics[f'{name}_high']:.3f}]"
@@ -74,14 +118,35 @@ def load_results(profile: str | None = None) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"notebook": str}) if path.exists() else pd.DataFrame(columns=KEY)  # "02" stays "02"
 
 
+def predictions_path(profile: str | None = None) -> Path:
+    """Where the per-tweet predictions of the results rows are kept, beside the table (one JSON file)."""
+    return results_dir() / f"{get_profile(profile).name}.predictions.json"
+
+
+def _load_predictions(profile: str | None) -> dict:
+    path = predictions_path(profile)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def record(
-    notebook: str, method: str, model: str, metrics: dict, *, profile: str | None = None, **details
+    notebook: str,
+    method: str,
+    model: str,
+    metrics: dict,
+    *,
+    profile: str | None = None,
+    predictions=None,
+    **details,
 ) -> pd.DataFrame:
     """Add (or replace) the row for `notebook`/`method` and return the whole table.
 
     `metrics` holds at least accuracy and macro_f1; `details` adds columns such as
-    n_test, data, trainable_params, train_seconds or peak_rss_gib.
+    n_test, data, trainable_params, train_seconds or peak_rss_gib. `predictions`, the
+    predicted label id of every test tweet in order, is kept beside the row (see
+    `recorded_predictions`), so that another notebook can compare with it tweet by tweet.
     """
+    if predictions is not None:
+        predictions = [int(label) for label in predictions]
     row = {
         "notebook": notebook,
         "method": method,
@@ -98,7 +163,27 @@ def record(
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         table.to_csv(tmp, index=False)
+    stored = _load_predictions(profile)
+    key = f"{notebook}/{method}"
+    if predictions is not None or key in stored:  # a row recorded without predictions drops its stale ones
+        stored.pop(key, None)
+        if predictions is not None:
+            stored[key] = {"recorded": row["recorded"], "predictions": predictions}
+        with replacing(predictions_path(profile)) as tmp:
+            tmp.write_text(json.dumps(stored), encoding="utf-8")
     return table
+
+
+def recorded_predictions(notebook: str, method: str, *, profile: str | None = None, **setup) -> list[int] | None:
+    """The per-tweet predictions recorded with `notebook`'s `method` row, if that row exists with the
+    `setup` columns given (as `recorded_rows` matches them) and was recorded with predictions; else None."""
+    rows = recorded_rows(notebook, profile=profile, method=method, **setup)
+    entry = _load_predictions(profile).get(f"{notebook}/{method}")
+    if len(rows) != 1 or entry is None or entry["recorded"] != str(rows["recorded"].iloc[0]):
+        return None
+    if "n_test" in rows and pd.notna(rows["n_test"].iloc[0]) and len(entry["predictions"]) != rows["n_test"].iloc[0]:
+        return None
+    return entry["predictions"]
 
 
 def recorded_rows(notebook: str, *, profile: str | None = None, **columns) -> pd.DataFrame:

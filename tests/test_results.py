@@ -67,3 +67,81 @@ def test_results_go_to_the_current_folder_unless_gptnb_results_says_otherwise(mo
     assert results_path("tiny") == tmp_path / "results" / "tiny.csv"
     monkeypatch.setenv("GPTNB_RESULTS", str(tmp_path / "elsewhere"))
     assert results_path("tiny") == tmp_path / "elsewhere" / "tiny.csv"
+
+
+def _two_systems(n=300, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, n)
+    a = np.where(rng.random(n) < 0.85, truth, 1 - truth)
+    b = np.where(rng.random(n) < 0.75, truth, 1 - truth)
+    return truth, a, b
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_paired_difference_agrees_with_scipy_paired_bootstrap(metric):
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    truth, a, b = _two_systems()
+    d = results.paired_difference(truth, a, b, metric=metric, n_resamples=2000)
+    assert d["difference"] == pytest.approx(results.score(truth, a)[metric] - results.score(truth, b)[metric])
+    assert d["low"] < d["difference"] < d["high"] and d["metric"] == metric and not d["includes_zero"]
+
+    def difference(t, x, y):
+        return results.score(t, x)[metric] - results.score(t, y)[metric]
+
+    reference = bootstrap(
+        (truth, a, b),
+        difference,
+        paired=True,
+        vectorized=False,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(1),
+    ).confidence_interval
+    assert d["low"] == pytest.approx(reference.low, abs=0.015) and d["high"] == pytest.approx(reference.high, abs=0.015)
+
+
+def test_paired_difference_uses_the_same_tweets_for_both_systems():
+    import numpy as np
+
+    truth, a, _ = _two_systems()
+    flipped = a.copy()
+    flipped[:6] = 1 - flipped[:6]  # b differs from a on 6 tweets only: the paired interval is narrow
+    paired = results.paired_difference(truth, a, flipped, metric="accuracy")
+    apart = [results.score_with_interval(truth, p) for p in (a, flipped)]
+    unpaired_width = sum(m["accuracy_high"] - m["accuracy_low"] for m in apart) / 2
+    assert paired["high"] - paired["low"] < unpaired_width / 2  # resampled apart, it would be ~1.4 times wider
+    same = results.paired_difference(truth, a, a)
+    assert same["difference"] == same["low"] == same["high"] == 0 and same["includes_zero"]
+    assert np.isfinite(paired["low"])
+
+
+def test_paired_difference_refuses_bad_input():
+    with pytest.raises(ValueError, match="one prediction of each system"):
+        results.paired_difference([0, 1], [0, 1], [0])
+    with pytest.raises(ValueError, match="unknown metric"):
+        results.paired_difference([0, 1], [0, 1], [1, 0], metric="f1")
+
+
+def test_format_difference_says_when_the_interval_includes_zero():
+    d = {"difference": 0.112, "low": 0.061, "high": 0.16, "includes_zero": False}
+    assert results.format_difference(d) == "+0.112 [+0.061, +0.160]"
+    d = {"difference": 0.02, "low": -0.03, "high": 0.07, "includes_zero": True}
+    assert results.format_difference(d) == "+0.020 [-0.030, +0.070] — includes 0"
+
+
+def test_predictions_are_stored_beside_their_row_and_dropped_with_it():
+    metrics = {"accuracy": 0.5, "macro_f1": 0.4}
+    assert results.recorded_predictions("02", "zero-shot", profile="tiny") is None  # no table yet
+    results.record("02", "zero-shot", "m", metrics, profile="tiny", predictions=[0, 1, 1], n_test=3, data="d")
+    assert results.recorded_predictions("02", "zero-shot", profile="tiny", model="m", n_test=3) == [0, 1, 1]
+    assert results.recorded_predictions("02", "zero-shot", profile="tiny", model="other") is None
+    assert results.recorded_predictions("02", "few-shot", profile="tiny") is None
+    assert "predictions" not in results.load_results("tiny")  # the table keeps one line per row
+    results.record("02", "zero-shot", "m", metrics, profile="tiny", n_test=3, data="d")  # re-recorded without them
+    assert results.recorded_predictions("02", "zero-shot", profile="tiny", model="m") is None
+    results.record("02", "zero-shot", "m", metrics, profile="tiny", predictions=[0, 1], n_test=3)  # not n_test long
+    assert results.recorded_predictions("02", "zero-shot", profile="tiny") is None
