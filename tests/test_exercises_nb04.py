@@ -160,3 +160,24 @@ def test_quizzes_have_one_right_choice_each_explained(question):
     text, choices = question
     assert text.strip() and all(isinstance(choice, Choice) and choice.why for choice in choices)
     assert sum(choice.correct for choice in choices) == 1
+
+
+def shifted_loss(logits, labels):
+    """The notebook's loss by hand: logits at t against the label at t + 1, -100 left out."""
+    log_probs = logits[:, :-1].float().log_softmax(-1)
+    targets = labels[:, 1:]
+    learned = targets != -100
+    return -log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)[learned].mean()
+
+
+def test_the_notebooks_loss_by_hand_check_can_fail():
+    """The hand-written loss equals outputs.loss on a collator batch; without the shift, assert_close fails."""
+    model, tok = gptnb.load_model("tiny-gpt2", profile="tiny", device="cpu")
+    pairs = [("Tweet: so good\nSentiment:", " positive"), ("Tweet: rain again, all day\nSentiment:", " negative")]
+    batch = CompletionCollator(tok.pad_token_id)(encode_pairs(tok, pairs, 64))
+    with torch.no_grad():
+        outputs = model(**batch)
+    torch.testing.assert_close(shifted_loss(outputs.logits, batch["labels"]), outputs.loss.float())
+    unshifted = -outputs.logits.log_softmax(-1).gather(-1, batch["labels"].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(unshifted[batch["labels"] != -100].mean(), outputs.loss.float())
