@@ -20,7 +20,7 @@ def placeholder(*args):
 def review_prompt(examples, query):
     blocks = ["\nBelow are some examples for sentiment detection of movie reviews."]
     blocks += [f"Review: {text}\nSentiment: {['Negative', 'Positive'][label]}" for text, label in examples]
-    return "\n".join(blocks + [f"Review: {query}\nSentiment:"])
+    return "\n\n".join(blocks + [f"Review: {query}\nSentiment:"])
 
 
 def label_scores(model, tokenizer, prompt, label_words):
@@ -53,6 +53,14 @@ def run(check, answer, *args, capsys):
     return passed, capsys.readouterr().out.strip()
 
 
+def test_original_prompt_is_the_original_lessons_exact_string():
+    assert nb02.ORIGINAL_PROMPT == (
+        "\nBelow are some examples for sentiment detection of movie reviews.\n\nReview: I am sad that the hero died."
+        "\nSentiment: Negative\n\nReview: The ending was perfect.\nSentiment: Positive\n\nReview: The plot was not "
+        "so good!\nSentiment:"
+    )
+
+
 def test_original_prompt_is_the_builder_with_a_leading_newline():
     assert nb02.ORIGINAL_PROMPT == "\n" + nb02.MOVIES.render(nb02.ORIGINAL_QUERY, nb02.ORIGINAL_EXAMPLES)
     assert review_prompt(nb02.ORIGINAL_EXAMPLES, nb02.ORIGINAL_QUERY) == nb02.ORIGINAL_PROMPT
@@ -70,7 +78,7 @@ def test_review_prompt_right_and_placeholder(capsys):
         (lambda examples, query: review_prompt(examples, query).lstrip("\n"), "must start with a newline"),
         (lambda examples, query: review_prompt(examples, query) + " ", "end exactly at 'Sentiment:'"),
         (
-            lambda examples, query: review_prompt(examples, query).replace("\nReview", "\n\nReview"),
+            lambda examples, query: review_prompt(examples, query).replace("\n\n", "\n"),  # no blank lines
             "line 3 of your prompt",
         ),
         (lambda examples, query: review_prompt(sorted(examples, key=lambda e: e[1]), query), "other order"),

@@ -13,23 +13,21 @@ from ..prompts import FewShotPrompt, calibrate, content_free_prior, label_logpro
 from . import Choice, call_answer, report
 
 # The original lesson's few-shot prompt ("GPT models", A Lazy Data Science Guide), as its GPT-2 code writes it:
-# a triple-quoted string that starts with a newline, one line after another (no blank lines), no space after the last
-# "Sentiment:".
-ORIGINAL_PROMPT = """
-Below are some examples for sentiment detection of movie reviews.
-Review: I am sad that the hero died.
-Sentiment: Negative
-Review: The ending was perfect.
-Sentiment: Positive
-Review: The plot was not so good!
-Sentiment:"""
+# a string that starts with a newline, a blank line between the instruction and each Review/Sentiment block, no
+# space after the last "Sentiment:".
+ORIGINAL_PROMPT = (
+    "\nBelow are some examples for sentiment detection of movie reviews.\n\n"
+    "Review: I am sad that the hero died.\nSentiment: Negative\n\n"
+    "Review: The ending was perfect.\nSentiment: Positive\n\n"
+    "Review: The plot was not so good!\nSentiment:"
+)
 ORIGINAL_EXAMPLES = [("I am sad that the hero died.", 0), ("The ending was perfect.", 1)]  # (review, label index)
 ORIGINAL_QUERY = "The plot was not so good!"
 MOVIES = FewShotPrompt(
     instruction="Below are some examples for sentiment detection of movie reviews.",
     template="Review: {text}\nSentiment:{label}",
     label_words=(" Negative", " Positive"),
-    separator="\n",
+    separator="\n\n",
 )
 TWEETS = FewShotPrompt(instruction="Classify the sentiment of each tweet as negative or positive.")
 # Short made-up tweets for the checks: cheap to score under every profile.
