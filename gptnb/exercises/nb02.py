@@ -222,17 +222,20 @@ QUIZ_VALIDATION = (
             "the choice itself is noisy.",
         ),
         Choice(
-            "The test tweets use different labels",
+            "It makes no difference: the test tweets are new to the model either way",
             False,
-            "All splits come from the same labelled data with the same two labels.",
+            "The model never trained on them, but the choice did: picking the best of many prompts on the test tweets "
+            "fits the prompt to their luck, and the same score then no longer predicts how it does on new tweets.",
         ),
         Choice(
-            "Label scoring cannot run on the test split",
+            "Choosing on validation tweets makes the chosen prompt more accurate on the test split",
             False,
-            "It can and does: section 7 scores the whole test split once.",
+            "It does not make the prompt better; it makes the reported test score honest. The best prompt on a few "
+            "validation tweets may well do worse on the test split than another one.",
         ),
     ],
 )
+
 
 QUIZ_CALIBRATION = (
     (
