@@ -1,12 +1,16 @@
-"""FastAPI dependencies of the routes: the server's parts, and a file, job or model by id or 404."""
+"""FastAPI dependencies of the routes (the server's parts, a file, job or model by id or 404), and `answer`, which
+runs a generation endpoint in a worker thread while watching the connection."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from .engine import Loaded, ModelPool
+from .engine import Cancelled, Loaded, ModelPool
 from .jobs import JobRunner
 from .registry import ModelRegistry
 from .schemas import APIError
@@ -95,3 +99,30 @@ def page(items: list[dict], after: str | None, limit: int) -> dict:
         ids = [item["id"] for item in items]
         items = items[ids.index(after) + 1 :] if after in ids else []
     return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for it; the client has gone, so nothing receives it
+
+
+async def answer(endpoint, request, http: Request, pool: ModelPool):
+    """`endpoint` (`inference.complete`, `inference.chat`, `responses.respond`) on the request's model, in a
+    worker thread, with a ``cancel`` event set if the client disconnects before it returns (then 499) and the
+    usage reported to ``http.state`` (for the guard's per-key usage)."""
+    cancel = threading.Event()
+
+    def report(usage: dict) -> None:
+        http.state.usage = usage
+
+    async def watch() -> None:
+        # The body has been read: the next message is http.disconnect.
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+        cancel.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await run_in_threadpool(lambda: endpoint(loaded_model(pool, request.model), request, cancel, report))
+    except Cancelled:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    finally:
+        watcher.cancel()

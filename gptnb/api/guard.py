@@ -27,7 +27,7 @@ HEAD on a GET route answers as GET does, without the body (FastAPI routes answer
 methods they declare).
 
 API keys (`gptnb.api.keys`): a request under ``/v1`` must carry one of the server's keys, else 401;
-its name is left for the routes in ``request.state.api_key_name``. A completion or chat request is
+its name is left for the routes in ``request.state.api_key_name``. A completion, chat or responses request is
 counted and logged under that name once it has been answered (a stream: once it has ended), with the
 tokens its route left in ``request.state.usage`` (``{"prompt_tokens", "completion_tokens"}``).
 """
@@ -45,7 +45,7 @@ from .schemas import APIError
 
 MiB = 2**20
 HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?")
-METERED = ("/v1/completions", "/v1/chat/completions")  # the requests counted in the usage of their key
+METERED = ("/v1/completions", "/v1/chat/completions", "/v1/responses")  # the requests counted in the usage of their key
 
 
 class BodyTooLarge(APIError):

@@ -70,7 +70,8 @@ def sampling(loaded: Loaded, request, k: int | None, rows: int) -> dict:
     """`Batcher.submit`'s sampling arguments for a request of `rows` rows. Row i samples with its own generator,
     seeded with the request's seed (else a random one) plus i: a seeded request repeats whatever else is decoded
     with it, and its first row samples as `engine.generate` with that seed does."""
-    seed = request.seed if request.seed is not None else secrets.randbits(63)
+    seed = getattr(request, "seed", None)  # a Responses request has none
+    seed = seed if seed is not None else secrets.randbits(63)
     return {
         "temperature": 1.0 if request.temperature is None else request.temperature,
         "top_p": 1.0 if request.top_p is None else request.top_p,
@@ -109,6 +110,57 @@ def row_pieces(loaded: Loaded, generation: Generation, stops: tuple[str, ...]) -
             yield index, piece
         if text.finished:
             generation.stop(index)
+
+
+class Decoding:
+    """The collector completions, chat and responses share: a submitted generation's rows as text pieces
+    (`row_pieces`), its output tokens counted as they come.
+
+    Use it in a ``with`` block: leaving it, however (finished, failed, the client gone), closes the generation
+    and gives `report` the usage."""
+
+    def __init__(self, loaded: Loaded, generation: Generation, stops: tuple[str, ...], prompted: int, report: Report):
+        self.loaded, self.generation, self.stops, self.report = loaded, generation, stops, report
+        self.prompt_tokens, self.completion_tokens = prompted, 0
+
+    def __iter__(self) -> Iterator[tuple[int, Piece]]:
+        for index, piece in row_pieces(self.loaded, self.generation, self.stops):
+            self.completion_tokens += len(piece.tokens)
+            yield index, piece
+
+    def __enter__(self) -> Decoding:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.generation.close()
+        if self.report is not None:
+            self.report({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens})
+
+    def usage(self) -> Usage:
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
+
+
+def joined_choices(chunks, blank: Callable[[int], CompletionChoice | ChatChoice]) -> list:
+    """A whole response's choices from its stream's chunks (one choice's piece each, interleaved): choice i is
+    `blank(i)` with the text of its pieces appended, their logprobs joined and the last finish reason."""
+    choices: dict = {}
+    for chunk in chunks:
+        new = chunk.choices[0]
+        old = choices.setdefault(new.index, blank(new.index))
+        if isinstance(old, CompletionChoice):
+            old.text += new.text
+        else:
+            old.message.content += new.delta.get("content", "")
+        old.logprobs = _joined(old.logprobs, new.logprobs)
+        old.finish_reason = new.finish_reason
+    return [choices[index] for index in sorted(choices)]
+
+
+def chat_input(loaded: Loaded, messages: list[dict]) -> tuple[list[int], bool]:
+    """The token ids of chat `messages` (``role``, ``content``) rendered with the model's chat template, and
+    whether the template is the plain ``User:``/``Assistant:`` one (no template of its own: stop at
+    `formats.PLAIN_CHAT_STOPS`, and drop the reply's leading space)."""
+    return encode(loaded, chat_prompt(messages, loaded.tokenizer)), not getattr(loaded.tokenizer, "chat_template", None)
 
 
 def prompts_of(loaded: Loaded, prompt) -> list[tuple[str, list[int]]]:
@@ -209,37 +261,22 @@ def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event
 
     def chunks() -> Iterator[Completion]:
         """The stream: with ``echo``, every choice's prompt; then the choices' pieces as they come; the usage."""
-        prompted, generated = sum(len(ids) for _, ids in prompts), 0
-        try:
-            with generation:
-                if request.echo:
-                    for p, (prompt, ids) in enumerate(prompts):
-                        echoed = prompt_tokens(loaded, ids, k) if k is not None else []
-                        yield from (chunk(index, prompt, echoed, 0, None) for index in range(p * n, p * n + n))
-                at = [len(prompts[index // n][0]) for index in range(len(rows))]  # each choice's text offset
-                for index, piece in row_pieces(loaded, generation, request.stop):
-                    generated += len(piece.tokens)
-                    yield chunk(index, piece.text, piece.tokens, at[index], piece.finish_reason)
-                    at[index] += len(piece.text)
-        finally:
-            _report(report, prompted, generated)
-        yield Completion(**head, choices=[], usage=Usage.of(prompted, generated))
+        with Decoding(loaded, generation, tuple(request.stop), sum(len(ids) for _, ids in prompts), report) as decoding:
+            if request.echo:
+                for p, (prompt, ids) in enumerate(prompts):
+                    echoed = prompt_tokens(loaded, ids, k) if k is not None else []
+                    yield from (chunk(index, prompt, echoed, 0, None) for index in range(p * n, p * n + n))
+            at = [len(prompts[index // n][0]) for index in range(len(rows))]  # each choice's text offset
+            for index, piece in decoding:
+                yield chunk(index, piece.text, piece.tokens, at[index], piece.finish_reason)
+                at[index] += len(piece.text)
+        yield Completion(**head, choices=[], usage=decoding.usage())
 
     if request.stream:
         return sse(_with_usage(chunks(), request))
     *pieces, last = chunks()
-    choices: dict[int, CompletionChoice] = {}
-    for piece in pieces:
-        new = piece.choices[0]
-        old = choices.setdefault(
-            new.index, CompletionChoice(index=new.index, text="", logprobs=None, finish_reason=None)
-        )
-        old.text += new.text
-        old.logprobs = _joined(old.logprobs, new.logprobs)
-        old.finish_reason = new.finish_reason
-    return response_json(
-        Completion(**head, system_fingerprint=FINGERPRINT, choices=_in_order(choices), usage=last.usage)
-    )
+    choices = joined_choices(pieces, lambda i: CompletionChoice(index=i, text="", logprobs=None, finish_reason=None))
+    return response_json(Completion(**head, system_fingerprint=FINGERPRINT, choices=choices, usage=last.usage))
 
 
 def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = None, report: Report = None):
@@ -249,8 +286,7 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
-    ids = encode(loaded, chat_prompt(messages, loaded.tokenizer))
-    plain = not getattr(loaded.tokenizer, "chat_template", None)
+    ids, plain = chat_input(loaded, messages)
     stops = tuple(request.stop) + (PLAIN_CHAT_STOPS if plain else ())
     max_tokens = request.max_completion_tokens or request.max_tokens
     check_room(loaded, ids, max_tokens or 1, "messages")
@@ -272,44 +308,27 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
     def chunks() -> Iterator[ChatCompletion]:
         """The stream: every reply's role, then the replies' pieces as they come (a plain-template reply loses
         its leading space), then the usage."""
-        generated, started = 0, [not plain] * n
-        try:
-            with generation:
-                yield from (chunk(index, {"role": "assistant", "content": ""}, None, None) for index in range(n))
-                for index, piece in row_pieces(loaded, generation, stops):
-                    text = piece.text if started[index] else piece.text.lstrip()
-                    started[index] = started[index] or bool(text)
-                    generated += len(piece.tokens)
-                    logprobs = chat_logprobs(piece.tokens) if k is not None else None
-                    delta = {"content": text} if text or not piece.finish_reason else {}
-                    yield chunk(index, delta, logprobs, piece.finish_reason)
-        finally:
-            _report(report, len(ids), generated)
-        yield ChatCompletion(**head, object="chat.completion.chunk", choices=[], usage=Usage.of(len(ids), generated))
+        started = [not plain] * n
+        with Decoding(loaded, generation, stops, len(ids), report) as rows:
+            yield from (chunk(index, {"role": "assistant", "content": ""}, None, None) for index in range(n))
+            for index, piece in rows:
+                text = piece.text if started[index] else piece.text.lstrip()
+                started[index] = started[index] or bool(text)
+                logprobs = chat_logprobs(piece.tokens) if k is not None else None
+                delta = {"content": text} if text or not piece.finish_reason else {}
+                yield chunk(index, delta, logprobs, piece.finish_reason)
+        yield ChatCompletion(**head, object="chat.completion.chunk", choices=[], usage=rows.usage())
 
     if request.stream:
         return sse(_with_usage(chunks(), request))
     *pieces, last = chunks()
-    choices: dict[int, ChatChoice] = {}
-    for piece in pieces:
-        new = piece.choices[0]
-        old = choices.setdefault(
-            new.index, ChatChoice(index=new.index, finish_reason=None, message=ChatMessage(content=""), logprobs=None)
-        )
-        old.message.content += new.delta.get("content", "")
-        old.logprobs = _joined(old.logprobs, new.logprobs)
-        old.finish_reason = new.finish_reason
-    return response_json(ChatCompletion(**head, object="chat.completion", choices=_in_order(choices), usage=last.usage))
 
+    def blank(index: int) -> ChatChoice:
+        return ChatChoice(index=index, finish_reason=None, message=ChatMessage(content=""), logprobs=None)
 
-def _report(report: Report, prompt_tokens: int, completion_tokens: int) -> None:
-    if report is not None:
-        report({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
-
-
-def _in_order(choices: dict) -> list:
-    """The choices by index (their pieces came interleaved)."""
-    return [choices[index] for index in sorted(choices)]
+    return response_json(
+        ChatCompletion(**head, object="chat.completion", choices=joined_choices(pieces, blank), usage=last.usage)
+    )
 
 
 def _with_usage(chunks, request) -> Iterator[dict]:

@@ -110,15 +110,13 @@ class Unsupported(Strict):
         return value
 
 
-class Sampling(Body, Unsupported):
+class Tuning(Body):
+    """What every generation request has: the model, its sampling temperature and top_p, streaming or not."""
+
     model: str = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(None, ge=1, le=MAX_N)
-    stop: str | list[str] | None = Field(None, validate_default=True)
-    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     stream: bool | None = False
-    stream_options: StreamOptions | None = None
 
     @field_validator("temperature", "top_p")
     @classmethod
@@ -130,6 +128,15 @@ class Sampling(Body, Unsupported):
                 "sampling (use temperature 0 for greedy decoding)"
             )
         return value
+
+
+class Sampling(Tuning, Unsupported):
+    """The sampling arguments of completions and chat."""
+
+    n: int | None = Field(None, ge=1, le=MAX_N)
+    stop: str | list[str] | None = Field(None, validate_default=True)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    stream_options: StreamOptions | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -201,6 +208,82 @@ class ChatRequest(Sampling):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     store: bool | None = None
     metadata: dict[str, str] | None = None
+
+
+class InputPart(Strict):
+    """A text part of a Responses input message (``output_text`` when an earlier answer is sent back)."""
+
+    type: Literal["input_text", "output_text"]
+    text: str
+    annotations: list | None = None
+    logprobs: list | None = None
+
+
+class InputMessage(Strict):
+    """A message of a Responses ``input`` list (`EasyInputMessage`, or an output message sent back)."""
+
+    type: Literal["message"] = "message"
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[InputPart]
+    id: str | None = None
+    status: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, content):
+        if isinstance(content, list):
+            kinds = {part.get("type") if isinstance(part, dict) else type(part).__name__ for part in content}
+            if kinds - {"input_text", "output_text"}:
+                unknown = ", ".join(map(str, kinds - {"input_text", "output_text"}))
+                raise ValueError(f"only input_text content parts are supported here, not {unknown}")
+        elif not isinstance(content, str):
+            raise ValueError("content must be a string or a list of input_text parts")
+        return content
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class TextConfig(Strict):
+    """``text``: only plain text output (``{"format": {"type": "text"}}``) is served here."""
+
+    format: TextFormat | None = None
+    verbosity: Literal["medium"] | None = None
+
+
+class ResponsesRequest(Tuning):
+    """A ``POST /v1/responses`` body. Tools, reasoning and structured output are not served here: those
+    arguments are accepted only at their neutral value."""
+
+    input: str | list[InputMessage]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    previous_response_id: str | None = Field(None, min_length=1)
+    store: bool | None = True
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    text: TextConfig | None = None
+    tools: list[dict] | None = Field(None, max_length=0)
+    tool_choice: Literal["none", "auto"] | None = None
+    parallel_tool_calls: bool | None = None
+    truncation: Literal["disabled"] | None = None
+    reasoning: None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("input is empty: give a string or a list of messages")
+        return value
+
+    def messages(self) -> list[dict]:
+        """The input as chat messages (``role``, ``content``), a developer message as a system one."""
+        items = [InputMessage(role="user", content=self.input)] if isinstance(self.input, str) else self.input
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in items]
 
 
 Auto = Literal["auto"]
@@ -341,6 +424,61 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str
     choices: list[ChatChoice] | list[ChatChunkChoice]
     usage: Usage | None = None
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list = []
+    logprobs: list = []
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[OutputText]
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: dict = {"cached_tokens": 0, "cache_write_tokens": 0}
+    output_tokens: int
+    output_tokens_details: dict = {"reasoning_tokens": 0}
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt: int, completion: int) -> ResponseUsage:
+        return cls(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
+
+
+class ResponseObject(BaseModel):
+    """A ``/v1/responses`` response (``object`` ``response``), also inside its stream's events."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    error: dict | None = None
+    incomplete_details: dict | None = None
+    model: str
+    instructions: str | None
+    max_output_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    previous_response_id: str | None
+    store: bool
+    metadata: dict[str, str] = {}
+    output: list[OutputMessage]
+    parallel_tool_calls: bool = False
+    tool_choice: Literal["none", "auto"] = "none"
+    tools: list = []
+    text: dict = {"format": {"type": "text"}}
+    truncation: Literal["disabled"] = "disabled"
+    user: str | None = None
+    usage: ResponseUsage | None = None
 
 
 def response_json(response: Completion | ChatCompletion) -> dict:

@@ -2,7 +2,8 @@
 
 Endpoints (the shapes the official ``openai`` SDK expects): ``/v1/models``,
 ``/v1/completions`` (logprobs, echo, stop, n, seed, streaming),
-``/v1/chat/completions``, ``/v1/files`` and ``/v1/fine_tuning/jobs`` (with events,
+``/v1/chat/completions``, ``/v1/responses`` (stored, continued by
+``previous_response_id``), ``/v1/files`` and ``/v1/fine_tuning/jobs`` (with events,
 checkpoints and cancel). Everything is kept under the data folder, so files, jobs
 and fine-tuned models survive a restart. It listens on 127.0.0.1 unless told
 otherwise; with an API key set, a request without it gets 401. Concurrent requests
@@ -42,7 +43,7 @@ from .guard import Guard, MiB
 from .jobs import JobRunner, recover
 from .keys import Keys, KeysFileError, Usage
 from .registry import ModelRegistry
-from .routes import completions, files, fine_tuning, models, usage
+from .routes import completions, files, fine_tuning, models, responses, usage
 from .schemas import APIError
 from .store import Store
 
@@ -96,7 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.store, app.state.registry = settings, store, registry
     app.state.pool = ModelPool(registry.resolve, limits=settings.batch_limits())
     app.state.runner = JobRunner(store, get_profile())
-    for routes in (models, completions, files, fine_tuning, usage):
+    for routes in (models, completions, responses, files, fine_tuning, usage):
         app.include_router(routes.router)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)

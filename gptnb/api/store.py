@@ -5,6 +5,7 @@
     jobs/<job-id>/events.jsonl                     its events, oldest first
     jobs/<job-id>/checkpoints.json                 its checkpoints, as the API returns them
     jobs/<job-id>/model, jobs/<job-id>/step-N      the trained LoRA adapters
+    responses/<response-id>.json                   a stored /v1/responses answer and its conversation
 
 JSON has no NaN or infinity: such a number (a diverged loss in a metrics event, say) is kept as null,
 and one in a file written by an older version is read as null, so no answer fails to serialize.
@@ -15,7 +16,7 @@ all the same (emptied, cut short, edited by hand) is moved aside to ``<name>.cor
 warning, and the server carries on without it. An events line cut short by a crash is skipped.
 
 Only the user can read what is kept: folders the store creates are 0700, files 0600 (a data
-folder the user already had keeps its permissions; ``files/`` and ``jobs/`` are made 0700).
+folder the user already had keeps its permissions; ``files/``, ``jobs/`` and ``responses/`` are made 0700).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -35,12 +37,18 @@ from typing import Any, Callable, Iterator
 from ..files import replacing, write_atomically
 
 ACTIVE = ("validating_files", "queued", "running")
+RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")  # what `new_response_id` makes: no path can pass for one
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
 def new_id(prefix: str) -> str:
     """An OpenAI-style object id, e.g. ``file-3f9a...``."""
     return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def new_response_id() -> str:
+    """A Responses API id, ``resp_`` and 48 hex digits (OpenAI's have an underscore)."""
+    return f"resp_{secrets.token_hex(24)}"
 
 
 def _finite(data):
@@ -92,6 +100,11 @@ def _is_record(data) -> bool:
     return isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("created_at"), int)
 
 
+def _is_response_record(data) -> bool:
+    """A stored response as `Store.add_response` writes it."""
+    return _is_record(data) and isinstance(data.get("response"), dict) and isinstance(data.get("conversation"), list)
+
+
 def _is_checkpoint_list(data) -> bool:
     return isinstance(data, list) and all(isinstance(checkpoint, dict) for checkpoint in data)
 
@@ -107,7 +120,7 @@ class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
-        for folder in (self.root / "files", self.root / "jobs"):
+        for folder in (self.root / "files", self.root / "jobs", self.root / "responses"):
             folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
             folder.chmod(PRIVATE_FOLDER)  # also when an earlier version created it open to all
         self._lock = threading.RLock()
@@ -257,3 +270,26 @@ class Store:
             )
             self.add_event(job_id, f"Job failed: {reason}", level="error")
         return unfinished
+
+    # --- stored responses ----------------------------------------------------------------------
+
+    def add_response(self, record: dict) -> None:
+        """Keep a stored response: ``{"id", "created_at", "response", "conversation"}``."""
+        with self._lock:
+            write_json(self.root / "responses" / f"{record['id']}.json", _finite(record))
+
+    def response(self, response_id: str) -> dict | None:
+        """The stored response record `response_id`, or None (no such id, or not one this server makes)."""
+        if not RESPONSE_ID.fullmatch(response_id):
+            return None
+        return read_json(self.root / "responses" / f"{response_id}.json", _is_response_record)
+
+    def delete_response(self, response_id: str) -> bool:
+        """Forget a stored response; False if there was none."""
+        if not RESPONSE_ID.fullmatch(response_id):
+            return False
+        path = self.root / "responses" / f"{response_id}.json"
+        with self._lock:
+            existed = path.exists()
+            path.unlink(missing_ok=True)
+        return existed
