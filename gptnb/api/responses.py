@@ -7,7 +7,8 @@ is, through the same collector (`inference.Decoding`). The stream is OpenAI's se
 
     response.created, response.in_progress, response.output_item.added, response.content_part.added,
     response.output_text.delta ..., response.output_text.done, response.content_part.done,
-    response.output_item.done, response.completed (response.incomplete when max_output_tokens cut it short)
+    response.output_item.done, response.completed (its status ``incomplete`` when max_output_tokens cut it
+    short: the SDK's stream helper expects response.completed)
 
 and the whole response is the last event's, so the two cannot disagree. With ``store`` (the default),
 the response and its conversation are kept (`store.Store.add_response`) before the last event is sent.
@@ -130,7 +131,7 @@ def stream_events(
     yield event("response.output_text.done", **where, text=text, logprobs=[])
     yield event("response.content_part.done", **where, part=done.output[0].content[0].model_dump())
     yield event("response.output_item.done", output_index=0, item=done.output[0].model_dump())
-    yield event(f"response.{done.status}", response=done.model_dump())
+    yield event("response.completed", response=done.model_dump())  # its status says when it is incomplete
 
 
 def event_stream(events: Iterator[dict]) -> EventStream:
