@@ -15,7 +15,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from gptnb.exercises import NOT_ANSWERED
-from gptnb.exercises.assignments import ConventionError, build, exercises, nbgrader
+from gptnb.exercises.assignments import STUDENT_EXERCISES, ConventionError, build, exercises, nbgrader, student_title
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -340,3 +340,28 @@ def test_autograde_scores_untouched_copy_zero_and_source_full_marks(course, path
     points = sum(notebook[exercise.check].metadata.nbgrader["points"] for exercise in exercises(path))
     assert points > 0
     assert graded == {UNTOUCHED: (0, points), INSTRUCTOR: (points, points)}
+
+
+def test_config_pins_the_grading_profile(tiny_course):
+    course = tiny_course[0]
+    assert "os.environ[\"GPTNB_PROFILE\"] = 'tiny'" in (course / "nbgrader_config.py").read_text()
+
+
+def test_student_title_describes_empty_answer_cells():
+    source = "# Title\n\n**Exercises.** the answer cells hold a reference answer, collapsed.\n\n**Run time** 1 s"
+    assert student_title(source) == f"# Title\n\n{STUDENT_EXERCISES}\n\n**Run time** 1 s"
+    assert student_title("# Title\n\nSee the README.") == f"# Title\n\nSee the README.\n\n{STUDENT_EXERCISES}"
+    assert "empty answer cell" in STUDENT_EXERCISES
+
+
+def test_a_failed_check_under_grading_shows_one_line(monkeypatch):
+    from gptnb.exercises import CheckFailed, report
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+
+    def wrong():
+        raise AssertionError("double(21) returned 41")
+
+    with pytest.raises(CheckFailed) as raised:
+        report("9.1", wrong)
+    assert raised.value._render_traceback_() == ["CheckFailed: Exercise 9.1: not yet: double(21) returned 41"]

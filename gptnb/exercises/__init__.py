@@ -33,6 +33,13 @@ class NotAnswered(Exception):
     """The learner's function still raises NotImplementedError (the student copy's placeholder)."""
 
 
+class CheckFailed(AssertionError):
+    """A check failed while nbgrader grades: Jupyter shows its one line, not a traceback through the checker."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for how an exception is shown
+        return [f"{type(self).__name__}: {self}"]
+
+
 def grading() -> bool:
     """True while nbgrader runs the notebook (autograde or validate), when a wrong answer must fail the cell."""
     return bool(os.environ.get("NBGRADER_EXECUTION"))
@@ -72,7 +79,7 @@ def report(exercise: str, check: Callable[[], None]) -> bool:
         return True
     print(line)
     if grading():
-        raise AssertionError(line)
+        raise CheckFailed(line) from None
     return False
 
 

@@ -25,11 +25,25 @@ from gptnb.paths import REPO_ROOT
 TITLE = re.compile(r"^#@title Exercise (\d+\.\d+):.*$", re.MULTILINE)
 CONFIG = """\
 # nbgrader's configuration for the gptnb course (written by `make assignments`).
+import os
+
 c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.course_id = "gptnb"
+# The checks build their reference answers with the same model as the notebook: grade in the tiny profile
+# (seconds a notebook; one submission of 02 takes ~30 minutes in the cpu profile). To grade in another profile,
+# change this line or rebuild with `make assignments GRADING_PROFILE=cpu`.
+os.environ["GPTNB_PROFILE"] = {profile!r}
 # Notebooks 04 and 05 train models: a cell may take minutes outside the tiny profile.
 c.Execute.timeout = 1800
 """
+# The student copy's title-cell paragraph on exercises: the paragraph of the source's title cell that speaks of
+# collapsed reference answers is replaced by it (or it is added at the end of the title cell).
+STUDENT_EXERCISES = (
+    "**Exercises (student copy).** Each exercise has a task, an empty answer cell and a check that says "
+    '"right" or what is wrong. Write your answer in the answer cell (it starts with '
+    "`raise NotImplementedError()`: replace that line with your code), then run the check cell under it. "
+    "The checks run and print a line even while answers are missing, so the notebook runs top to bottom."
+)
 
 
 class ConventionError(ValueError):
@@ -81,11 +95,27 @@ def exercises(path: Path) -> list[Exercise]:
     return found
 
 
+def student_title(source: str) -> str:
+    """The title cell's text for a student copy: the exercises paragraph describes empty answer cells."""
+    paragraphs = source.split("\n\n")
+    about = [i for i, text in enumerate(paragraphs) if "reference answer" in text or "Exercises" in text[:40]]
+    if about:
+        paragraphs[about[0]] = STUDENT_EXERCISES
+        for i in reversed(about[1:]):
+            del paragraphs[i]
+    else:
+        paragraphs.append(STUDENT_EXERCISES)
+    return "\n\n".join(paragraphs)
+
+
 def open_answer_cells(path: Path) -> None:
-    """Rewrite a student copy so its answer cells are shown open, titled 'Exercise N.K: your answer'."""
+    """Rewrite a student copy: answer cells shown open, titled 'Exercise N.K: your answer'; its title cell's
+    exercises paragraph describes empty answer cells."""
     from nbgrader.utils import compute_checksum
 
     notebook = nbformat.read(path, as_version=4)
+    if notebook.cells and notebook.cells[0].cell_type == "markdown":
+        notebook.cells[0].source = student_title(notebook.cells[0].source)
     for cell in notebook.cells:
         if cell.metadata.get("nbgrader", {}).get("solution"):
             cell.metadata.get("jupyter", {}).pop("source_hidden", None)
@@ -110,15 +140,16 @@ def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def build(notebooks: list[Path], course: Path) -> list[Path]:
+def build(notebooks: list[Path], course: Path, *, profile: str = "tiny") -> list[Path]:
     """Check `notebooks`, put them into the nbgrader course folder `course`, and return the student copies.
 
     An existing course folder is updated in place, so its gradebook (``gradebook.db``) and submissions stay.
+    `profile` is the GPTNB_PROFILE that ``nbgrader_config.py`` pins for grading.
     """
     for path in notebooks:
         exercises(path)
     course.mkdir(parents=True, exist_ok=True)
-    (course / "nbgrader_config.py").write_text(CONFIG)
+    (course / "nbgrader_config.py").write_text(CONFIG.format(profile=profile))
     copies = []
     for path in notebooks:
         (course / "source" / path.stem).mkdir(parents=True, exist_ok=True)
@@ -142,13 +173,16 @@ def main(argv: list[str] | None = None) -> None:
         default=REPO_ROOT / "build" / "assignments",
         help="the nbgrader course folder (default: build/assignments)",
     )
+    parser.add_argument(
+        "--profile", default="tiny", help="the GPTNB_PROFILE nbgrader grades in (default: tiny, seconds a notebook)"
+    )
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     missing = [str(path) for path in notebooks if not path.is_file()]
     if missing:
         sys.exit(f"make assignments: no such notebook: {', '.join(missing)}")
     try:
-        copies = build(notebooks, args.out)
+        copies = build(notebooks, args.out, profile=args.profile)
     except (ConventionError, RuntimeError) as error:  # RuntimeError: nbgrader's own log follows the first line
         sys.exit(f"make assignments: {error}")
     for copy in copies:
