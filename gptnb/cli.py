@@ -14,7 +14,7 @@ VERSIONED = ("gptnb", "torch", "transformers", "tokenizers", "accelerate", "peft
 
 def info() -> dict:
     """Versions, device, profile, hub reachability and how each named model can be had now."""
-    from .device import describe, pick_device
+    from .device import describe, forced_dtype, pick_device, pick_dtype
     from .models import MODELS, hub_reachable, offline_status
     from .profiles import get_profile
 
@@ -28,6 +28,8 @@ def info() -> dict:
         "python": platform.python_version(),
         "versions": {package: installed(package) for package in VERSIONED},
         "device": describe(pick_device()),
+        "dtype": str(pick_dtype(pick_device())).removeprefix("torch."),
+        "dtype_forced": forced_dtype() is not None,
         "profile": get_profile().name,
         "hub_reachable": hub_reachable(),
         "models": {name: offline_status(name) for name in MODELS},
@@ -39,6 +41,12 @@ def _print_info(data: dict) -> None:
     for package, found in data["versions"].items():
         print(f"{package:<13} {found or '-'}")
     print(f"device        {data['device']}")
+    how = (
+        "forced by GPTNB_DTYPE"
+        if data["dtype_forced"]
+        else "chosen for the device; GPTNB_DTYPE=float32|bfloat16|float16 forces one"
+    )
+    print(f"dtype         {data['dtype']} ({how})")
     print(f"profile       {data['profile']} (set GPTNB_PROFILE=tiny|cpu|gpu to force one)")
     hub = "reachable" if data["hub_reachable"] else "unreachable: offline copies and substitutes are used"
     print(f"hub           {hub}")
@@ -48,7 +56,11 @@ def _print_info(data: dict) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    data = info()
+    try:
+        data = info()
+    except ValueError as error:  # a bad GPTNB_PROFILE or GPTNB_DTYPE
+        print(f"gptnb: error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(data, indent=2))
     else:

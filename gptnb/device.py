@@ -1,4 +1,4 @@
-"""Which device and dtype to run on: cuda, then mps, then cpu."""
+"""Which device and dtype to run on: cuda, then mps, then cpu; `GPTNB_DEVICE` and `GPTNB_DTYPE` force them."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ def has_native_bf16(device: torch.device | str | None = None) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(_cuda_index(device)) >= (8, 0)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def forced_dtype() -> torch.dtype | None:
+    """The dtype `GPTNB_DTYPE` forces (``float32``, ``bfloat16`` or ``float16``), None when it is unset.
+
+    It makes any device take the dtype path of a GPU that runs in it, e.g. ``GPTNB_DTYPE=bfloat16`` on a CPU
+    (what CI does, to find the dtype failures of a GPU run without a GPU). A bad value raises a one-line ValueError.
+    """
+    value = os.environ.get("GPTNB_DTYPE", "").strip()
+    if not value:
+        return None
+    if value.lower() not in DTYPES:
+        raise ValueError(f"GPTNB_DTYPE={value!r} is not a dtype gptnb knows; use one of {', '.join(DTYPES)}")
+    return DTYPES[value.lower()]
+
+
 def pick_dtype(device: torch.device | str | None = None, training: bool = False) -> torch.dtype:
     """The dtype for weights on `device`.
 
@@ -42,7 +59,14 @@ def pick_dtype(device: torch.device | str | None = None, training: bool = False)
     fp16 for inference and fp32 weights for training (`mixed_precision` then adds fp16 autocast with a
     loss scaler: fp16 weights themselves would overflow); fp32 on CPU and MPS, where half-precision
     matmuls are slow or unsupported.
+
+    `GPTNB_DTYPE` forces the choice on every device, as a GPU of that kind would make it: ``bfloat16``
+    everywhere (an A100/H100), ``float16`` for inference and float32 weights for training (a T4),
+    ``float32`` everywhere (and no mixed precision).
     """
+    forced = forced_dtype()
+    if forced is not None:
+        return torch.float32 if forced == torch.float16 and training else forced
     device = torch.device(device or pick_device())
     if device.type != "cuda":
         return torch.float32
@@ -54,7 +78,13 @@ def pick_dtype(device: torch.device | str | None = None, training: bool = False)
 def mixed_precision(device: torch.device | str | None, weights: torch.dtype) -> dict[str, bool]:
     """The Trainer's mixed-precision switch for fp32 `weights` on `device`: ``{"bf16": True}`` on GPUs
     with native bf16, ``{"fp16": True}`` (autocast plus a loss scaler) on older GPUs, ``{}`` elsewhere
-    or when the weights are already in half precision."""
+    or when the weights are already in half precision. Under `GPTNB_DTYPE` the flag follows the forced dtype
+    on any device (``bfloat16``: bf16 autocast, on a CPU too; ``float16``: fp16 autocast; ``float32``: none)."""
+    forced = forced_dtype()
+    if forced is not None:
+        if weights != torch.float32 or forced == torch.float32:
+            return {}
+        return {"bf16": True} if forced == torch.bfloat16 else {"fp16": True}
     device = torch.device(device or pick_device())
     if device.type != "cuda" or weights != torch.float32:
         return {}
@@ -71,7 +101,9 @@ def describe(device: torch.device | str | None = None) -> str:
         hardware = "Apple GPU"
     else:
         hardware = f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
-    return f"{device.type} ({hardware}), dtype {str(pick_dtype(device)).removeprefix('torch.')}"
+    dtype = str(pick_dtype(device)).removeprefix("torch.")
+    forced = " (forced by GPTNB_DTYPE)" if forced_dtype() is not None else ""
+    return f"{device.type} ({hardware}), dtype {dtype}{forced}"
 
 
 _sdpa_lock = threading.Lock()

@@ -4,6 +4,12 @@ import torch
 from gptnb import device
 
 
+@pytest.fixture(autouse=True)
+def _no_forced_dtype(monkeypatch):
+    """These tests check the device's own choice; the ones about `GPTNB_DTYPE` set it themselves."""
+    monkeypatch.delenv("GPTNB_DTYPE", raising=False)
+
+
 def test_cpu_dtype_is_fp32_because_half_matmul_on_cpu_is_unsupported_or_slow():
     assert device.pick_dtype("cpu") == torch.float32
     assert device.pick_dtype("cpu", training=True) == torch.float32
@@ -107,3 +113,62 @@ def test_left_padded_batch_gives_finite_loss_and_gradients_with_the_chosen_backe
         loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(
+    ("value", "inference", "training", "trainer_flags"),
+    [
+        # as an A100/H100 does: bf16 weights, and bf16 autocast for the fp32 weights notebook 04 loads
+        ("bfloat16", torch.bfloat16, torch.bfloat16, {"bf16": True}),
+        # as a T4 does: fp16 inference, fp32 weights + fp16 autocast for training
+        ("float16", torch.float16, torch.float32, {"fp16": True}),
+        ("float32", torch.float32, torch.float32, {}),
+        (" BFloat16 ", torch.bfloat16, torch.bfloat16, {"bf16": True}),
+    ],
+)
+@pytest.mark.parametrize("name", ["cpu", "mps", "cuda"])
+def test_gptnb_dtype_forces_the_gpu_path_on_any_device(monkeypatch, name, value, inference, training, trainer_flags):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (7, 5))  # a T4, if it is asked
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("GPTNB_DTYPE", value)
+    assert device.pick_dtype(name) == inference
+    assert device.pick_dtype(name, training=True) == training
+    assert device.mixed_precision(name, torch.float32) == trainer_flags
+    assert device.mixed_precision(name, torch.bfloat16) == {}  # weights already in half precision
+
+
+def test_describe_and_info_say_the_dtype_is_forced(monkeypatch):
+    from gptnb import cli
+
+    monkeypatch.setenv("GPTNB_DTYPE", "bfloat16")
+    assert device.describe("cpu").endswith("dtype bfloat16 (forced by GPTNB_DTYPE)")
+    monkeypatch.setenv("GPTNB_OFFLINE", "1")
+    data = cli.info()
+    assert data["dtype"] == "bfloat16" and data["dtype_forced"] is True
+    monkeypatch.delenv("GPTNB_DTYPE")
+    assert cli.info()["dtype"] == str(device.pick_dtype()).removeprefix("torch.")
+    assert cli.info()["dtype_forced"] is False
+
+
+@pytest.mark.parametrize("value", ["bf16", "float64", "half"])
+def test_a_bad_gptnb_dtype_is_one_clear_line(monkeypatch, capsys, value):
+    from gptnb import cli
+
+    monkeypatch.setenv("GPTNB_DTYPE", value)
+    with pytest.raises(ValueError, match=f"^GPTNB_DTYPE='{value}' is not a dtype gptnb knows; use one of float32, "):
+        device.pick_dtype("cpu")
+    monkeypatch.setenv("GPTNB_OFFLINE", "1")
+    assert cli.main(["info"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"gptnb: error: GPTNB_DTYPE='{value}' is not a dtype")
+
+
+def test_load_model_follows_gptnb_dtype(monkeypatch):
+    import gptnb
+
+    monkeypatch.setenv("GPTNB_DTYPE", "bfloat16")
+    model, _ = gptnb.load_model("tiny-gpt2", device="cpu")
+    assert model.dtype == torch.bfloat16
+    monkeypatch.setenv("GPTNB_DTYPE", "float16")
+    assert gptnb.load_model("tiny-gpt2", device="cpu")[0].dtype == torch.float16
+    assert gptnb.load_model("tiny-gpt2", device="cpu", training=True)[0].dtype == torch.float32
