@@ -79,13 +79,16 @@ def mixed_precision(device: torch.device | str | None, weights: torch.dtype) -> 
     """The Trainer's mixed-precision switch for fp32 `weights` on `device`: ``{"bf16": True}`` on GPUs
     with native bf16, ``{"fp16": True}`` (autocast plus a loss scaler) on older GPUs, ``{}`` elsewhere
     or when the weights are already in half precision. Under `GPTNB_DTYPE` the flag follows the forced dtype
-    on any device (``bfloat16``: bf16 autocast, on a CPU too; ``float16``: fp16 autocast; ``float32``: none)."""
+    on any device (``bfloat16``: bf16 autocast, on a CPU too; ``float16``: fp16 autocast; ``float32``: none);
+    off CUDA the dict then also holds ``use_cpu``, which the Trainer needs before it autocasts on a CPU."""
+    device = torch.device(device or pick_device())
     forced = forced_dtype()
     if forced is not None:
         if weights != torch.float32 or forced == torch.float32:
             return {}
-        return {"bf16": True} if forced == torch.bfloat16 else {"fp16": True}
-    device = torch.device(device or pick_device())
+        flag = {"bf16": True} if forced == torch.bfloat16 else {"fp16": True}
+        # off CUDA the Trainer accepts half-precision autocast only when told it runs on the CPU
+        return flag if device.type == "cuda" else {**flag, "use_cpu": device.type == "cpu"}
     if device.type != "cuda" or weights != torch.float32:
         return {}
     return {"bf16": True} if has_native_bf16(device) else {"fp16": True}

@@ -183,10 +183,9 @@ def finetune(
             greater_is_better=False,
             save_total_limit=1,
             save_only_model=True,
-            # bf16 on Ampere and newer, fp16 with a loss scaler on a T4
-            **(autocast_flags(device, model.dtype) if mixed_precision else {}),
+            # bf16 on Ampere and newer, fp16 with a loss scaler on a T4 (or as GPTNB_DTYPE says, on any device)
+            **{"use_cpu": device.type == "cpu", **(autocast_flags(device, model.dtype) if mixed_precision else {})},
             logging_nan_inf_filter=False,  # a NaN loss must show in the log (the filter logs an average instead)
-            use_cpu=device.type == "cpu",
             dataloader_pin_memory=device.type == "cuda",
             remove_unused_columns=False,
             ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; the search costs a pass
