@@ -174,3 +174,27 @@ def test_load_model_follows_gptnb_dtype(monkeypatch):
     monkeypatch.setenv("GPTNB_DTYPE", "float16")
     assert gptnb.load_model("tiny-gpt2", device="cpu")[0].dtype == torch.float16
     assert gptnb.load_model("tiny-gpt2", device="cpu", training=True)[0].dtype == torch.float32
+
+
+def test_tiny_gpt2_trains_in_bf16_on_left_padded_batches_with_fully_masked_pad_rows(monkeypatch):
+    """bf16 weights as an A100/H100 trains them, on a CPU: rows whose pads come before any real token attend to
+    nothing (their whole causal window is padding); losses and gradients stay finite on the backends used here."""
+    import gptnb
+    from gptnb.collate import CompletionCollator, encode_pairs
+
+    monkeypatch.setenv("GPTNB_DTYPE", "bfloat16")
+    model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu", training=True)
+    assert model.dtype == torch.bfloat16
+    model.train()
+    long = "Tweet: a much longer tweet than the others, with many more words in it than any\nSentiment:"
+    pairs = [(long, " positive"), ("Tweet: ok\nSentiment:", " negative"), ("Hi", " neutral")]
+    batch = CompletionCollator(tokenizer.pad_token_id)(encode_pairs(tokenizer, pairs, 64))
+    assert (batch["attention_mask"][1:, :3] == 0).all()  # two rows start with pads: fully masked query rows
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        loss = model(**batch).loss
+        loss.backward()
+        assert torch.isfinite(loss), loss
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+        optimizer.zero_grad()
