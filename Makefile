@@ -14,11 +14,18 @@ STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
 
-.PHONY: install lab lint test test-cpu test-bf16 test-min book assignments clean
+.PHONY: install reinstall lab lint test test-cpu test-bf16 test-min book assignments clean
 
 install: $(STAMP)
 
+# A pyproject.toml newer than the stamp (a git pull, a copy) installs nothing when what is installed still
+# satisfies it (gptnb/installed.py checks the requirements and the packaging part the stamp recorded).
 $(STAMP): pyproject.toml
+	test -x $(BIN)/python && $(BIN)/python gptnb/installed.py check $@ --extra dev || $(MAKE) --no-print-directory reinstall
+	$(BIN)/python gptnb/installed.py write $@
+
+# Everything, whatever is installed (pip installs only what is missing or too old).
+reinstall:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
@@ -26,7 +33,7 @@ $(STAMP): pyproject.toml
 	# The offline SmolLM2 weights, fetched now so that later runs need no network (gptnb/offline_model.py).
 	$(BIN)/python -m gptnb.offline_model
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	touch $@
+	$(BIN)/python gptnb/installed.py write $(STAMP)
 
 lab: install
 	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
