@@ -1,10 +1,13 @@
-"""`make lab`, the README's first command, starts JupyterLab, as root too (containers and cloud VMs run as root)."""
+"""`make lab`, the README's first command, starts JupyterLab, as root too (containers and cloud VMs run as root);
+the install stamp keeps `make` from reinstalling while the venv satisfies pyproject.toml."""
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -70,3 +73,66 @@ def test_lab_passes_allow_root_only_to_root(tmp_path, uid, allowed):
     ).stdout
     lab_line = next(line for line in dry_run.splitlines() if "jupyter lab" in line)
     assert ("--allow-root" in lab_line) == allowed, lab_line
+
+
+# --- the install stamp: a newer pyproject.toml alone installs nothing ---------------------------------------------
+
+VENV = Path(sys.executable).parent.parent
+
+
+def dry_run(folder: Path, stamp: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make -n assignments` in `folder`, with this venv and `stamp`: the commands it would run (the install check
+    itself runs, as make runs lines that call $(MAKE))."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *args, f"VENV={VENV}", f"STAMP={stamp}", "assignments"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def record_stamp(stamp: Path, pyproject: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "gptnb" / "installed.py"), "write", str(stamp), "--pyproject", str(pyproject)],
+        check=True,
+    )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_newer_pyproject_installs_nothing_while_the_venv_satisfies_it(tmp_path):
+    stamp = tmp_path / "stamp"
+    record_stamp(stamp, ROOT / "pyproject.toml")
+    planned = dry_run(ROOT, stamp, "-W", "pyproject.toml")
+    assert "installed.py check" in planned.stdout, planned.stdout
+    assert "pip install" not in planned.stdout and "installing:" not in planned.stderr, planned.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_dependency_the_venv_does_not_satisfy_plans_the_install(tmp_path):
+    (tmp_path / "gptnb").mkdir()
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    shutil.copy(ROOT / "gptnb" / "installed.py", tmp_path / "gptnb")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"torch>=' in pyproject
+    (tmp_path / "pyproject.toml").write_text(re.sub(r'"torch>=[^"]*"', '"torch>=999"', pyproject))
+    stamp = tmp_path / "stamp"
+    record_stamp(stamp, tmp_path / "pyproject.toml")
+    planned = dry_run(tmp_path, stamp, "-W", "pyproject.toml")
+    assert "pip install" in planned.stdout and "-m gptnb.offline_model" in planned.stdout, planned.stdout
+    assert "installing: torch>=999 wanted, " in planned.stderr, planned.stderr
+
+
+def test_the_stamp_check_names_what_is_missing(tmp_path):
+    from gptnb.installed import packaging_digest, why_install
+
+    project = {"project": {"name": "gptnb", "dependencies": ["packaging>=1", "pytest"]}}
+    stamp = tmp_path / "stamp"
+    assert why_install(stamp, project, []) == f"no install stamp {stamp}"
+    stamp.write_text(packaging_digest(project) + "\n")
+    assert why_install(stamp, project, []) is None
+    project["project"]["dependencies"] += ["packaging>=999", "no-such-distribution-gptnb", "absent; python_version<'3'"]
+    assert why_install(stamp, project, []).startswith("packaging>=999 wanted, ")
+    assert why_install(stamp, project, []).endswith("installed (and 1 more)")
+    project["project"]["scripts"] = {"gptnb-other": "gptnb.cli:main"}
+    assert why_install(stamp, project, []) == "pyproject.toml's build system, scripts or package list changed"
