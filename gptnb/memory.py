@@ -17,19 +17,28 @@ class _RssSampler:
     """The largest RSS of this process seen by a daemon thread that reads it every 20 ms until `stop()`."""
 
     def __init__(self):
-        self.peak, self._process, self._done = 0, psutil.Process(), threading.Event()
+        self.peak, self._process, self._done, self._lock = 0, psutil.Process(), threading.Event(), threading.Lock()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="gptnb-rss-sampler")
         self._thread.start()
 
+    def observe(self) -> int:
+        """Take one sample now (as well as the thread's); return the peak so far in bytes."""
+        rss = self._process.memory_info().rss
+        with self._lock:
+            self.peak = max(self.peak, rss)
+            return self.peak
+
     def _sample(self):
         while True:
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self.observe()
             if self._done.wait(SAMPLE_SECONDS):
                 return
 
     def stop(self):
+        """End the sampling with one last sample, so that what is resident at the end is counted."""
         self._done.set()
         self._thread.join()
+        self.observe()
 
 
 # Windows reports the peak working set itself; elsewhere psutil gives only the current RSS, so it is sampled
@@ -41,10 +50,9 @@ def peak_rss_gib() -> float:
     """The largest resident set (RSS) this process has had so far, in GiB.
 
     On Windows the operating system's own peak; elsewhere the largest of the RSS samples taken
-    every 20 ms since `gptnb.memory` was imported, and the RSS now.
+    every 20 ms since `gptnb.memory` was imported and at each call (this one included).
     """
-    info = psutil.Process().memory_info()
-    peak = info.peak_wset if _PROCESS_PEAK is None else max(_PROCESS_PEAK.peak, info.rss)
+    peak = psutil.Process().memory_info().peak_wset if _PROCESS_PEAK is None else _PROCESS_PEAK.observe()
     return peak / 2**30
 
 

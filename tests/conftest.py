@@ -15,6 +15,26 @@ def _offline_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """No hub for one test, whatever the machine (``GPTNB_OFFLINE=1``); afterwards the hub library's offline
+    switch, which `gptnb.hub.go_offline` turns on for the whole process, is as it was before the test."""
+    from huggingface_hub import constants
+
+    from gptnb import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so that `go_offline`'s "1" is undone afterwards
+    if (before := os.environ.get("HF_HUB_OFFLINE")) is not None:
+        monkeypatch.setenv("HF_HUB_OFFLINE", before)
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("GPTNB_OFFLINE", "1")
+    hub.hub_reachable.cache_clear()
+    yield
+    hub.hub_reachable.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2():
     """(model, tokenizer) of the tiny random GPT-2 with the real GPT-2 tokenizer."""

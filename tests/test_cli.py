@@ -7,15 +7,8 @@ import pytest
 from gptnb import cli
 
 
-def test_info_json_lists_offline_models(monkeypatch, capsys):
-    monkeypatch.setenv("GPTNB_OFFLINE", "1")
-    from gptnb import cli, hub
-
-    hub.hub_reachable.cache_clear()
-    try:
-        assert cli.main(["info", "--json"]) == 0
-    finally:
-        hub.hub_reachable.cache_clear()
+def test_info_json_lists_offline_models(offline, capsys):
+    assert cli.main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["hub_reachable"] is False
     assert data["models"]["tiny-gpt2"].startswith("offline copy")

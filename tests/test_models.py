@@ -2,16 +2,7 @@ import pytest
 import torch
 
 import gptnb
-from gptnb import hub, models
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No hub, whatever the machine: the check answers no without touching the network."""
-    monkeypatch.setenv("GPTNB_OFFLINE", "1")
-    hub.hub_reachable.cache_clear()
-    yield
-    hub.hub_reachable.cache_clear()
+from gptnb import models
 
 
 def test_real_gpt2_tokenizer_offline(offline):

@@ -5,7 +5,11 @@ there themselves, and not on Windows.)
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "spwd", "crypt", "posix", "syslog"}
@@ -35,11 +39,26 @@ def test_the_scan_sees_imports_inside_functions_too(tmp_path):
     assert imported_modules(module) & POSIX_ONLY == {"resource", "fcntl"}
 
 
-def test_peak_memory_is_measured_portably():
-    from gptnb.memory import PeakMemory, peak_rss_gib
+# In a fresh process, so that nothing that ran before has already set a higher peak.
+MEASURE_A_BLOCK = """
+import psutil
+from gptnb.memory import PeakMemory, peak_rss_gib
+before = peak_rss_gib()
+with PeakMemory() as measured:
+    start = psutil.Process().memory_info().rss / 2**30
+    block = bytearray(256 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touched, so that it is resident
+held = peak_rss_gib()
+del block  # a block this large goes back to the system at once
+print(before, start, measured.gib, held, peak_rss_gib(), psutil.Process().memory_info().rss / 2**30)
+"""
 
-    with PeakMemory() as measured:
-        block = bytearray(64 * 2**20)  # 64 MiB, touched so that it is resident
-        block[::4096] = b"x" * len(block[::4096])
-    assert 0 < peak_rss_gib() < 64
-    assert measured.gib >= 0.06
+
+def test_the_peak_grows_by_a_known_block_and_stays_after_it_is_freed():
+    done = subprocess.run([sys.executable, "-c", MEASURE_A_BLOCK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, start, inside, held, after, now = map(float, done.stdout.split())
+    block = 256 / 1024
+    assert held - before == pytest.approx(block, abs=0.05), done.stdout
+    assert inside - start == pytest.approx(block, abs=0.05), done.stdout
+    assert after == pytest.approx(held, abs=0.01) and now < after - 0.8 * block, "the peak, not the RSS now"
