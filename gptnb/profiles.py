@@ -125,6 +125,7 @@ PROFILES: dict[str, Profile] = {
         max_new_tokens=60,
         api_n_train=2000,
         finetune_n_train=10000,
+        cache_lengths=(128, 256, 512, 1000),  # a GPU's uncached step stays cheap longer
     ),
 }
 
