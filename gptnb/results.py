@@ -69,6 +69,24 @@ def _resampled_metric(metric: str, true: np.ndarray, pred: np.ndarray, classes: 
     return _macro_f1_rows(true, pred, classes)
 
 
+def _checked(*arrays) -> list[np.ndarray]:
+    """The arrays as numpy arrays, after checking that they are non-empty and of one length."""
+    arrays = [np.asarray(a) for a in arrays]
+    if not len(arrays[0]) or len({len(a) for a in arrays}) != 1:
+        raise ValueError(
+            f"need one prediction of each system per tweet, and at least one tweet: got lengths "
+            f"{', '.join(str(len(a)) for a in arrays)}"
+        )
+    return arrays
+
+
+def _difference(resampled: np.ndarray, difference: float, metric: str, level: float) -> dict:
+    """The paired-difference dict from the resampled differences and the full-sample one."""
+    tail = (1 - level) / 2 * 100
+    low, high = (float(v) for v in np.percentile(resampled, [tail, 100 - tail]))
+    return {"difference": difference, "low": low, "high": high, "includes_zero": low <= 0 <= high, "metric": metric}
+
+
 def paired_difference(
     y_true, pred_a, pred_b, *, metric: str = "macro_f1", n_resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict:
@@ -80,26 +98,68 @@ def paired_difference(
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    y_true, pred_a, pred_b = np.asarray(y_true), np.asarray(pred_a), np.asarray(pred_b)
-    if not len(y_true) or not (len(y_true) == len(pred_a) == len(pred_b)):
-        raise ValueError(
-            f"need one prediction of each system per label, and at least one: got {len(pred_a)}, {len(pred_b)} "
-            f"predictions for {len(y_true)} labels"
-        )
+    y_true, pred_a, pred_b = _checked(y_true, pred_a, pred_b)
     rows = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
     true = y_true[rows]
     a = _resampled_metric(metric, true, pred_a[rows], np.union1d(y_true, pred_a))
     b = _resampled_metric(metric, true, pred_b[rows], np.union1d(y_true, pred_b))
-    tail = (1 - level) / 2 * 100
-    low, high = (float(v) for v in np.percentile(a - b, [tail, 100 - tail]))
     difference = score(y_true, pred_a)[metric] - score(y_true, pred_b)[metric]
-    return {"difference": difference, "low": low, "high": high, "includes_zero": low <= 0 <= high, "metric": metric}
+    return _difference(a - b, difference, metric, level)
+
+
+def paired_share_difference(
+    pred_a, pred_b, *, label: int = 1, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """share(a) - share(b) of tweets predicted `label`, the same tweets under two prompts, with a paired
+    bootstrap interval (as `paired_difference`; ``metric`` is ``"share predicted <label>"``).
+
+    This measures a pull on the answers rather than their accuracy: e.g. how many more tweets are called
+    positive when the last example of the prompt is positive than when it is negative.
+    """
+    pred_a, pred_b = (a == label for a in _checked(pred_a, pred_b))
+    rows = np.random.default_rng(seed).integers(0, len(pred_a), size=(n_resamples, len(pred_a)))
+    resampled = pred_a[rows].mean(axis=1) - pred_b[rows].mean(axis=1)
+    return _difference(resampled, float(pred_a.mean() - pred_b.mean()), f"share predicted {label}", level)
+
+
+def winner_stability(
+    y_true, predictions: dict, *, metric: str = "macro_f1", n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """How often a bootstrap resample of the same tweets picks the same best variant as the full sample.
+
+    `predictions` maps each variant's name to its predictions on the tweets `y_true`. Each resample scores
+    every variant on the SAME resampled tweets and takes the best (the first on a tie, as ``idxmax``).
+    Returns ``winner`` (the best on all tweets), ``same_winner`` (the share of resamples that agree) and
+    ``wins`` (each variant's share of resamples won): a ``same_winner`` far below 1 says the choice is noise.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if not predictions:
+        raise ValueError("winner_stability needs at least one variant's predictions")
+    names = list(predictions)
+    y_true, *preds = _checked(y_true, *predictions.values())
+    rows = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
+    true = y_true[rows]
+    resampled = np.stack([_resampled_metric(metric, true, p[rows], np.union1d(y_true, p)) for p in preds])
+    winner = names[int(np.argmax([score(y_true, p)[metric] for p in preds]))]
+    wins = np.bincount(resampled.argmax(axis=0), minlength=len(names)) / n_resamples
+    shares = {name: float(share) for name, share in zip(names, wins)}
+    return {"winner": winner, "same_winner": shares[winner], "wins": shares, "metric": metric}
 
 
 def format_difference(d: dict) -> str:
     """``+0.112 [+0.061, +0.160]``: a paired difference with its interval, and `` — includes 0`` when it does."""
     text = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
     return text + (" — includes 0" if d["includes_zero"] else "")
+
+
+def verdict(d: dict, a: str, b: str) -> str:
+    """One plain sentence on a paired difference of `a` minus `b`: which is higher, or that the interval
+    includes 0 and these tweets cannot tell them apart."""
+    said = f"{a} − {b}: {d['metric']} {format_difference(d)}"
+    if d["includes_zero"]:
+        return f"{said}: the 95 % interval includes 0, so these tweets cannot tell them apart"
+    return f"{said}: {a} is {'higher' if d['difference'] > 0 else 'lower'}, beyond the noise of these tweets"
 
 
 def format_interval(metrics: dict, name: str = "macro_f1") -> str:

@@ -145,3 +145,44 @@ def test_predictions_are_stored_beside_their_row_and_dropped_with_it():
     assert results.recorded_predictions("02", "zero-shot", profile="tiny", model="m") is None
     results.record("02", "zero-shot", "m", metrics, profile="tiny", predictions=[0, 1], n_test=3)  # not n_test long
     assert results.recorded_predictions("02", "zero-shot", profile="tiny") is None
+
+
+def test_verdict_says_which_is_higher_or_that_zero_is_inside():
+    d = {"difference": -0.05, "low": -0.09, "high": -0.01, "includes_zero": False, "metric": "accuracy"}
+    assert results.verdict(d, "calibrated", "plain").endswith("calibrated is lower, beyond the noise of these tweets")
+    d = {**d, "high": 0.02, "includes_zero": True}
+    assert "includes 0, so these tweets cannot tell them apart" in results.verdict(d, "calibrated", "plain")
+
+
+def test_paired_share_difference_measures_a_pull_on_the_answers():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b = rng.integers(0, 2, 200)
+    a = b.copy()
+    a[np.flatnonzero(b == 0)[:30]] = 1  # 30 of 200 tweets turn positive under prompt a: +0.15
+    d = results.paired_share_difference(a, b)
+    assert d["difference"] == pytest.approx(0.15) and d["metric"] == "share predicted 1"
+    assert 0 < d["low"] < 0.15 < d["high"] < 0.25 and not d["includes_zero"]
+    assert results.paired_share_difference(a, b, label=0)["difference"] == pytest.approx(-0.15)
+    same = results.paired_share_difference(b, b)
+    assert same["low"] == same["high"] == 0 and same["includes_zero"]
+    with pytest.raises(ValueError, match="one prediction of each system"):
+        results.paired_share_difference([1, 0], [1])
+
+
+def test_winner_stability_tells_a_clear_winner_from_a_noisy_one():
+    truth, a, b = _two_systems()  # a is right on ~85 % of the tweets, b on ~75 %
+    clear = results.winner_stability(truth, {"b": b, "a": a})
+    assert clear["winner"] == "a" and clear["same_winner"] > 0.95
+    assert sum(clear["wins"].values()) == pytest.approx(1.0)
+    import numpy as np
+
+    near = a.copy()  # as accurate as a, right on 3 other tweets and wrong on 3 others: which one wins is luck
+    for changed in (np.flatnonzero(a == truth)[:3], np.flatnonzero(a != truth)[:3]):
+        near[changed] = 1 - near[changed]
+    noisy = results.winner_stability(truth, {"a": a, "near": near, "b": b}, metric="accuracy")
+    assert noisy["winner"] == "a" and 0.2 < noisy["same_winner"] < 0.8  # a tie on all tweets goes to the first
+    assert noisy["wins"]["near"] > 0.2 and noisy["wins"]["b"] < 0.05
+    with pytest.raises(ValueError, match="unknown metric"):
+        results.winner_stability(truth, {"a": a}, metric="f1")
