@@ -10,6 +10,7 @@ checked first; a broken one stops the build with one line naming the notebook an
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -35,6 +36,10 @@ c.CourseDirectory.course_id = "gptnb"
 os.environ["GPTNB_PROFILE"] = {profile!r}
 # Notebooks 04 and 05 train models: a cell may take minutes outside the tiny profile.
 c.Execute.timeout = 1800
+# Without SQLAlchemy 2's three "SAWarning: Object of type <Submitted...> not in session" per new submission.
+from gptnb.exercises.assignments import add_submissions_without_autoflush  # noqa: E402
+
+add_submissions_without_autoflush()
 """
 # The student copy's title-cell paragraph on exercises: the paragraph of the source's title cell that speaks of
 # collapsed reference answers is replaced by it (or it is added at the end of the title cell).
@@ -125,6 +130,29 @@ def open_answer_cells(path: Path) -> None:
             cell.source = TITLE.sub(r"#@title Exercise \1: your answer", cell.source, count=1)
             cell.metadata.nbgrader["checksum"] = compute_checksum(cell)
     nbformat.write(notebook, path)
+
+
+def add_submissions_without_autoflush() -> None:
+    """Make nbgrader's ``Gradebook.add_submission`` run with the session's autoflush off.
+
+    nbgrader 0.9.6 builds a submission's rows (assignment, notebooks, grades, comments) before it adds them to the
+    session; the lookups it makes meanwhile autoflush, and SQLAlchemy 2, which no longer cascades along backrefs,
+    warns three times that the rows are not in the session yet. With autoflush off they are added and committed
+    together, as nbgrader means. ``nbgrader_config.py`` calls this; calling it again changes nothing.
+    """
+    from nbgrader.api import Gradebook
+
+    original = Gradebook.add_submission
+    if getattr(original, "without_autoflush", False):
+        return
+
+    @functools.wraps(original)
+    def add_submission(self, *args, **kwargs):
+        with self.db.no_autoflush:
+            return original(self, *args, **kwargs)
+
+    add_submission.without_autoflush = True
+    Gradebook.add_submission = add_submission
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
