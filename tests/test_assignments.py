@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gptnb.exercises import NOT_ANSWERED
+from gptnb.exercises import NOT_ANSWERED, RIGHT
 from gptnb.exercises.assignments import STUDENT_EXERCISES, ConventionError, build, exercises, nbgrader, student_title
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,11 +45,12 @@ def scores(course: Path, stem: str) -> dict[str, tuple[float, float]]:
         }
 
 
-def execute(path: Path):
-    """Run a notebook as a learner would (kernel python3, no nbgrader) and return it with its outputs."""
+def execute(path: Path, notebook=None):
+    """Run a notebook (`path`'s, or `notebook` in `path`'s folder) as a learner would, unless NBGRADER_EXECUTION is
+    set (kernel python3, errors recorded and the run goes on); return it with its outputs."""
     from nbclient import NotebookClient
 
-    notebook = nbformat.read(path, as_version=4)
+    notebook = notebook or nbformat.read(path, as_version=4)
     NotebookClient(
         notebook,
         timeout=1800,
@@ -60,11 +61,12 @@ def execute(path: Path):
     return notebook
 
 
-def errors(notebook) -> list[str]:
+def errors(notebook, *, checks: bool = True) -> list[str]:
+    """'cell N: Name: value' for each error output (in check cells too unless `checks` is False)."""
     return [
         f"cell {index + 1}: {output.ename}: {output.evalue}"
         for index, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code"
+        if cell.cell_type == "code" and (checks or not is_check(cell))
         for output in cell.outputs
         if output.output_type == "error"
     ]
@@ -74,12 +76,13 @@ def printed(cell) -> str:
     return "".join(output.text for output in cell.outputs if output.get("name") == "stdout")
 
 
+def is_check(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade") and not meta.get("solution"))
+
+
 def check_cells(notebook) -> list:
-    return [
-        cell
-        for cell in notebook.cells
-        if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata.nbgrader.get("solution")
-    ]
+    return [cell for cell in notebook.cells if is_check(cell)]
 
 
 # --- the conventions, over the real notebooks ------------------------------------------------------------------
@@ -232,7 +235,9 @@ def test_tiny_student_copy_runs_and_autogrades_to_zero_the_source_to_full_marks(
     assert printed(executed.cells[-1]) == "the last cell ran\n"
     submit(course, UNTOUCHED, copy)
     submit(course, INSTRUCTOR, source)
-    assert nbgrader(course, "autograde", "99_tiny").returncode == 0
+    graded = nbgrader(course, "autograde", "99_tiny")
+    assert graded.returncode == 0, graded.stderr[-3000:]
+    assert "SAWarning" not in graded.stderr, graded.stderr[-3000:]
     assert scores(course, "99_tiny") == {UNTOUCHED: (0, 2), INSTRUCTOR: (2, 2)}
 
 
@@ -302,35 +307,86 @@ def test_command_line_prints_the_one_line_and_exits_1(source, tmp_path):
 # --- the real notebooks: student copies run as is, and autograde -------------------------------------------------
 
 
+def both_ways(copy: Path, source: Path):
+    """The student copy with, after each check cell, the source's answer cell, the check again and the copy's
+    placeholder answer back: one run of it checks the untouched copy and the reference answers.
+
+    Returns (notebook, student, answered): `student[i]` is where the copy's cell i stands in the notebook,
+    `answered[i]` where the source's answer or check cell i does (the checks take only their own answer).
+    """
+    student, answers = cells(copy), cells(source)
+    assert len(student) == len(answers), f"{copy.name}: the copy and the source differ in cells"
+    run, where, answered = [], [], {}
+    for index, cell in enumerate(student):
+        where.append(len(run))
+        run.append(cell)
+        if is_check(cell):
+            answered[index - 1], answered[index] = len(run), len(run) + 1
+            run += [answers[index - 1], answers[index], student[index - 1]]
+    notebook = nbformat.read(copy, as_version=4)
+    notebook.cells = [nbformat.from_dict(dict(cell, id=f"run-{k}")) for k, cell in enumerate(run)]
+    return notebook, where, answered
+
+
+def executed_as(path: Path, run, places: dict[int, int]):
+    """`path`'s notebook with the outputs its cells got in `run` (cell i's from run.cells[places[i]])."""
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            cell.outputs = run.cells[places[index]].outputs
+            cell.execution_count = run.cells[places[index]].execution_count
+    return notebook
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    """All five notebooks built, their student copies executed, and both kinds of submission autograded (tiny).
+    """All five notebooks built, each run once as nbgrader grades, and both kinds of submission autograded (tiny).
 
-    Returns (course folder, {stem: executed student copy}). Each notebook runs three times: as a learner opens the
-    student copy, and under `nbgrader autograde` as the untouched student copy and as the source.
+    The one run (`both_ways`, NBGRADER_EXECUTION set as `nbgrader autograde` sets it) gives the untouched student
+    copy's outputs and the source's answer and check cells' outputs; `nbgrader autograde` scores the two
+    submissions from those outputs, its own execution and clearing turned off. (The tiny lesson above is run as a
+    learner and by nbgrader's own execution.) Returns (course folder, {stem: executed untouched student copy},
+    {stem: executed source}).
     """
     course = tmp_path_factory.mktemp("course")
-    executed = {}
+    executed, sources = {}, {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GPTNB_PROFILE", "tiny")
         patch.setenv("GPTNB_RESULTS", str(tmp_path_factory.mktemp("results")))
         for copy, source in zip(build(NOTEBOOKS, course), NOTEBOOKS):
-            executed[copy.stem] = execute(copy)
-            submit(course, UNTOUCHED, copy)
-            submit(course, INSTRUCTOR, source)
-            graded = nbgrader(course, "autograde", copy.stem)
+            notebook, student, answered = both_ways(copy, source)
+            with pytest.MonkeyPatch.context() as grading:
+                grading.setenv("NBGRADER_EXECUTION", "autograde")
+                run = execute(copy, notebook)
+            executed[copy.stem] = executed_as(copy, run, dict(enumerate(student)))
+            sources[copy.stem] = executed_as(source, run, {**dict(enumerate(student)), **answered})
+            for student_id, notebook in ((UNTOUCHED, executed[copy.stem]), (INSTRUCTOR, sources[copy.stem])):
+                folder = course / "submitted" / student_id / copy.stem
+                folder.mkdir(parents=True, exist_ok=True)
+                nbformat.write(notebook, folder / copy.name)
+            graded = nbgrader(course, "autograde", copy.stem, "--ClearOutput.enabled=False", "--Execute.enabled=False")
             assert graded.returncode == 0, graded.stderr[-3000:]
-    return course, executed
+            assert "SAWarning" not in graded.stderr, graded.stderr[-3000:]
+    return course, executed, sources
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_student_copy_runs_top_to_bottom_with_every_check_not_answered(course, path):
     notebook = course[1][path.stem]
-    assert not errors(notebook), errors(notebook)
     checks = check_cells(notebook)
     assert len(checks) == len(exercises(path)) >= 3
+    assert not errors(notebook, checks=False), errors(notebook)
     for cell in checks:
-        assert NOT_ANSWERED in printed(cell), f"{cell.metadata.nbgrader['grade_id']}: {printed(cell)!r}"
+        where, line = cell.metadata.nbgrader["grade_id"], printed(cell).strip()
+        assert NOT_ANSWERED in line, f"{where}: {line!r}"
+        shown = [output.traceback for output in cell.outputs if output.output_type == "error"]
+        assert shown == [[f"CheckFailed: {line}"]], f"{where}: grading shows {shown}, not the one line"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_reference_answers_pass_their_checks(course, path):
+    for cell in check_cells(course[2][path.stem]):
+        assert printed(cell).strip().endswith(RIGHT), f"{cell.metadata.nbgrader['grade_id']}: {printed(cell)!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
