@@ -14,7 +14,7 @@ STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
 
-.PHONY: install reinstall lab lint test test-cpu test-bf16 test-min book assignments clean
+.PHONY: install reinstall lab lab-instructor lint test test-cpu test-bf16 test-min book assignments clean
 
 install: $(STAMP)
 
@@ -35,7 +35,13 @@ reinstall:
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/python gptnb/installed.py write $(STAMP)
 
+# Learners' JupyterLab: etc/jupyter-learner/ turns off nbgrader's instructor tools (Create Assignment, Formgrader,
+# Courses); `make lab-instructor` has them. Validate stays.
+LEARNER_CONFIG = $(CURDIR)/etc/jupyter-learner$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))
 lab: install
+	JUPYTER_CONFIG_PATH=$(LEARNER_CONFIG) $(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
+
+lab-instructor: install
 	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
 
 # ruff: lint and format check (line length 120; notebooks excluded), configured in pyproject.toml.
