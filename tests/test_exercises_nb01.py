@@ -11,19 +11,17 @@ def placeholder(*args):
     raise NotImplementedError()
 
 
-def causal_mask(size):
-    return torch.tril(torch.ones(size, size, dtype=torch.bool))
-
-
-def attention(q, k, v, masked=True, scale=True):
-    scores = q @ k.T / (q.shape[-1] ** 0.5 if scale else 1.0)
+def grouped_query_attention(q, k, v, interleave=True, masked=True, scale=True):
+    group = len(q) // len(k)
+    k, v = (t.repeat_interleave(group, dim=0) if interleave else t.repeat(group, 1, 1) for t in (k, v))
+    scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5 if scale else 1.0)
     if masked:
-        scores = scores.masked_fill(~causal_mask(len(q)), float("-inf"))
+        scores = scores + torch.full(scores.shape[-2:], float("-inf")).triu(diagonal=1)
     return scores.softmax(dim=-1) @ v
 
 
-def local_mask(size, window):
-    return causal_mask(size) & ~torch.tril(torch.ones(size, size, dtype=torch.bool), diagonal=-window)
+def rms_norm(x, weight, eps):
+    return weight * x / (x.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt()
 
 
 def gpt2_parameters(config):
@@ -31,6 +29,10 @@ def gpt2_parameters(config):
     attention = width * 3 * width + 3 * width + width * width + width
     mlp = width * 4 * width + 4 * width + 4 * width * width + width
     return vocab * width + positions * width + layers * (attention + mlp + 4 * width) + 2 * width
+
+
+def gqa(**options):
+    return lambda q, k, v: grouped_query_attention(q, k, v, **options)
 
 
 def told(check, answer, capsys):
@@ -41,19 +43,42 @@ def told(check, answer, capsys):
 @pytest.mark.parametrize(
     "check, exercise, right, wrong, hint",
     [
-        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v, masked=False), "later"),
-        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v, scale=False), "sqrt"),
-        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v).T, "shape"),
-        (nb01.check_causal_attention, "1.1", attention, lambda q, k, v: attention(q, k, v) + 0.01, "position 0"),
-        (nb01.check_local_mask, "1.3", local_mask, lambda size, window: local_mask(size, window).int(), "dtype"),
         (
-            nb01.check_local_mask,
-            "1.3",
-            local_mask,
-            lambda size, window: local_mask(size, window + 1),
-            "must not attend",
+            nb01.check_grouped_query_attention,
+            "1.1",
+            grouped_query_attention,
+            gqa(interleave=False),
+            "repeat_interleave",
         ),
-        (nb01.check_local_mask, "1.3", local_mask, lambda size, window: causal_mask(size), "must not attend"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(masked=False), "causal mask"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(scale=False), "sqrt(head size)"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: q, "query head 0"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: k, "shape"),
+        (
+            nb01.check_rms_norm,
+            "1.3",
+            rms_norm,
+            lambda x, w, eps: torch.nn.functional.layer_norm(x, x.shape[-1:], w),
+            "mean",
+        ),
+        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x, 1.0, eps), "`weight`"),
+        (
+            nb01.check_rms_norm,
+            "1.3",
+            rms_norm,
+            lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps),
+            "inside",
+        ),
+        (
+            nb01.check_rms_norm,
+            "1.3",
+            rms_norm,
+            lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True) + eps),
+            "square root",
+        ),
+        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x.T, w[:, None], eps).T, "last dimension"),
+        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x, w, eps).tolist(), "torch.Tensor"),
+        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x, w, eps) + 0.01, "position 0"),
         (
             nb01.check_gpt2_parameters,
             "1.2",
@@ -80,15 +105,15 @@ def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, h
 
 
 def test_a_crashing_answer_is_feedback(capsys):
-    passed, line = told(nb01.check_causal_attention, lambda q, k, v: 1 / 0, capsys)
+    passed, line = told(nb01.check_grouped_query_attention, lambda q, k, v: 1 / 0, capsys)
     assert not passed and "ZeroDivisionError" in line
 
 
 @pytest.mark.parametrize(
     "check, wrong",
     [
-        (nb01.check_causal_attention, lambda q, k, v: attention(q, k, v, masked=False)),
-        (nb01.check_local_mask, lambda size, window: causal_mask(size)),
+        (nb01.check_grouped_query_attention, gqa(masked=False)),
+        (nb01.check_rms_norm, lambda x, w, eps: x),
         (nb01.check_gpt2_parameters, lambda config: 1),
     ],
 )

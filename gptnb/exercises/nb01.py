@@ -1,7 +1,7 @@
-"""Notebook 01's exercises (causal attention, GPT-2's parameter count, GPT-Neo's local mask) and quizzes.
+"""Notebook 01's exercises (grouped-query attention, GPT-2's parameter count, RMSNorm) and quizzes.
 
-Every check compares the learner's function with a reference computed independently: PyTorch's own
-attention, a model built on the meta device, a mask from position arithmetic.
+Every check compares the learner's function with the library: transformers' `repeat_kv` and PyTorch's attention,
+a model built on the meta device, transformers' `LlamaRMSNorm`.
 """
 
 from __future__ import annotations
@@ -9,72 +9,101 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config
+from transformers.models.llama.modeling_llama import LlamaRMSNorm, repeat_kv
 
 from ..models import model_config
 from . import Choice, call_answer, report
 
 
-def _expected_mask(size: int, window: int | None = None) -> torch.Tensor:
-    """True where query row i may attend to key column j: j <= i, and i - j < window when given."""
-    distance = torch.arange(size)[:, None] - torch.arange(size)[None, :]
-    allowed = distance >= 0
-    return allowed & (distance < window) if window else allowed
-
-
-def _compare_mask(got, expected: torch.Tensor, call: str) -> None:
+def _returned_tensor(got, call: str, shape: tuple, meaning: str) -> torch.Tensor:
+    """`got` if it is a tensor of `shape`; else an `AssertionError` saying what came back instead."""
     if not isinstance(got, torch.Tensor):
         message = f"{call} returned {type(got).__name__}; return a torch.Tensor"
         raise AssertionError(message)  # noqa: TRY004 (feedback, see report)
-    if tuple(got.shape) != tuple(expected.shape):
-        raise AssertionError(f"{call} has shape {tuple(got.shape)}; expected (query, key) = {tuple(expected.shape)}")
-    if got.dtype != torch.bool:
-        raise AssertionError(f"{call} has dtype {got.dtype}; return booleans (True = may attend), e.g. with .bool()")
-    wrong = (got.cpu() != expected).nonzero()
-    if len(wrong):
-        row, col = wrong[0].tolist()
-        relation = "a later" if col > row else "the same" if col == row else "an earlier"
-        verb = "must not" if got[row, col] else "must"
-        raise AssertionError(f"{call}: query {row} {verb} attend to key {col} ({relation} position)")
+    if tuple(got.shape) != shape:
+        raise AssertionError(f"{call} has shape {tuple(got.shape)}; expected {meaning} = {shape}")
+    return got.detach().float()
 
 
-def check_causal_attention(causal_attention) -> bool:
-    """Exercise 1.1: `causal_attention(q, k, v)` is one attention head with the causal mask; checked against
-    PyTorch's `scaled_dot_product_attention(..., is_causal=True)` on random queries, keys and values."""
+def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    return torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def _attention(q, k, v, **options) -> torch.Tensor:
+    """PyTorch's attention on (heads, positions, head size) tensors."""
+    return F.scaled_dot_product_attention(q[None], k[None], v[None], **options)[0]
+
+
+def check_grouped_query_attention(grouped_query_attention) -> bool:
+    """Exercise 1.1: `grouped_query_attention(q, k, v)` is causal attention with fewer key/value heads than query
+    heads, each key/value head shared by a group of consecutive query heads. Checked against transformers' own path
+    for grouped heads (`repeat_kv`, then PyTorch's causal `scaled_dot_product_attention`) on random tensors."""
 
     def check():
         generator = torch.Generator().manual_seed(1)
-        q, k, v = (torch.randn(6, 8, generator=generator) for _ in range(3))
-        got = call_answer(causal_attention, q.clone(), k.clone(), v.clone())
-        if not isinstance(got, torch.Tensor):
-            message = f"causal_attention(q, k, v) returned {type(got).__name__}; return a torch.Tensor"
-            raise AssertionError(message)  # noqa: TRY004 (feedback, see report)
-        if tuple(got.shape) != tuple(v.shape):
-            raise AssertionError(
-                f"the output has shape {tuple(got.shape)}; expected (positions, head size) = "
-                f"{tuple(v.shape)}: weights @ v"
-            )
-        expected = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
-        if torch.allclose(got, expected, atol=1e-5):
-            return
-        if torch.allclose(got, F.scaled_dot_product_attention(q[None], k[None], v[None])[0], atol=1e-5):
-            raise AssertionError("the output uses later positions: mask the future before the softmax")
-        if torch.allclose(
-            got, F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=1.0)[0], atol=1e-5
-        ):
-            raise AssertionError("the scores must be scaled by 1 / sqrt(head size) before the softmax")
-        row = int((got - expected).abs().amax(dim=-1).gt(1e-5).nonzero()[0])
-        raise AssertionError(f"the output differs from masked, scaled softmax attention, first at position {row}")
+        for query_heads, kv_heads in ((9, 3), (4, 1), (2, 2)):
+            q = torch.randn(query_heads, 5, 8, generator=generator)
+            k, v = (torch.randn(kv_heads, 5, 8, generator=generator) for _ in range(2))
+            call = f"grouped_query_attention(q, k, v) with {query_heads} query and {kv_heads} key/value heads"
+            got = call_answer(grouped_query_attention, q.clone(), k.clone(), v.clone())
+            got = _returned_tensor(got, call, tuple(q.shape), "(query heads, positions, head size)")
+            group = query_heads // kv_heads
+            shared_k, shared_v = (repeat_kv(t[None], group)[0] for t in (k, v))
+            if _close(got, _attention(q, shared_k, shared_v, is_causal=True)):
+                continue
+            if _close(got, _attention(q, k.repeat(group, 1, 1), v.repeat(group, 1, 1), is_causal=True)):
+                raise AssertionError(
+                    f"{call}: query head 1 used key/value head 1; consecutive query heads share one "
+                    f"(heads 0-{group - 1} use key/value head 0): repeat_interleave, not repeat"
+                )
+            if _close(got, _attention(q, shared_k, shared_v)):
+                raise AssertionError(f"{call}: later positions leak in: add the causal mask before the softmax")
+            if _close(got, _attention(q, shared_k, shared_v, is_causal=True, scale=1.0)):
+                raise AssertionError(f"{call}: divide the scores by sqrt(head size) before the softmax")
+            expected = _attention(q, shared_k, shared_v, is_causal=True)
+            head = int((got - expected).abs().flatten(1).amax(dim=1).gt(1e-5).nonzero()[0])
+            raise AssertionError(f"{call}: query head {head} differs from the library's attention")
 
     return report("1.1", check)
 
 
-def check_local_mask(local_mask) -> bool:
-    """Exercise 1.3: `local_mask(size, window)` is GPT-Neo's local mask: causal, and only the last `window` keys."""
+def _rms_norm_slips(x: torch.Tensor, weight: torch.Tensor, eps: float) -> dict[str, torch.Tensor]:
+    """What common slips give, each with its hint."""
+    mean_square = x.pow(2).mean(-1, keepdim=True)
+    across_positions = x.pow(2).mean(0, keepdim=True)
+    layer_norm = F.layer_norm(x, x.shape[-1:], weight, None, eps)
+    return {
+        "you subtracted the mean, as LayerNorm does: RMSNorm divides x itself by its root mean square": layer_norm,
+        "multiply by the learned scale `weight` at the end": x * torch.rsqrt(mean_square + eps),
+        "eps goes inside the square root: sqrt(mean(x**2) + eps)": weight * x / (mean_square.sqrt() + eps),
+        "take the square root of the mean square": weight * x / (mean_square + eps),
+        "average over each position's vector (the last dimension)": weight * x * torch.rsqrt(across_positions + eps),
+    }
+
+
+def check_rms_norm(rms_norm) -> bool:
+    """Exercise 1.3: `rms_norm(x, weight, eps)` is Llama's RMSNorm: each position's vector divided by its root
+    mean square, then scaled. Checked against transformers' `LlamaRMSNorm` with the same scale and eps."""
 
     def check():
-        for size, window in ((6, 3), (5, 1), (4, 10), (8, 4)):
-            got = call_answer(local_mask, size, window)
-            _compare_mask(got, _expected_mask(size, window), f"local_mask({size}, window={window})")
+        generator = torch.Generator().manual_seed(2)
+        for offset, spread, eps in ((1.0, 1.0, 1e-5), (0.0, 0.1, 0.1)):
+            x = offset + spread * torch.randn(5, 12, generator=generator)
+            weight = torch.randn(12, generator=generator)
+            norm = LlamaRMSNorm(12, eps=eps)
+            with torch.no_grad():
+                norm.weight.copy_(weight)
+                expected = norm(x)
+            call = f"rms_norm(x, weight, eps={eps})"
+            got = call_answer(rms_norm, x.clone(), weight.clone(), eps)
+            got = _returned_tensor(got, call, tuple(x.shape), "the shape of x")
+            if _close(got, expected):
+                continue
+            for hint, slip in _rms_norm_slips(x, weight, eps).items():
+                if _close(got, slip):
+                    raise AssertionError(f"{call}: {hint}")
+            row = int((got - expected).abs().amax(dim=-1).gt(1e-5).nonzero()[0])
+            raise AssertionError(f"{call} differs from LlamaRMSNorm, first at position {row}")
 
     return report("1.3", check)
 
@@ -95,7 +124,7 @@ def _hint(difference: int, config) -> str:
         -4 * width * config.n_layer: "are the two LayerNorms per block (scale and shift each) counted?",
     }
     return hints.get(
-        difference, f"it is too {'high' if difference > 0 else 'low'}; compare part by part with the table of section 3"
+        difference, f"it is too {'high' if difference > 0 else 'low'}; compare part by part with the table of section 4"
     )
 
 
@@ -153,7 +182,7 @@ REPORTED_SIZE_QUIZ = (
         Choice(
             "The paper's counts match GPT-2's shapes with GPT-1's smaller vocabulary",
             True,
-            "Right: section 3 recomputes all four sizes with GPT-1's vocabulary and gets the paper's numbers; "
+            "Right: section 4 recomputes all four sizes with GPT-1's vocabulary and gets the paper's numbers; "
             "OpenAI later said the original counts were wrong.",
         ),
         Choice(
