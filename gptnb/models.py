@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers import logging as hf_logging
 
-from . import offline_model
+from . import attention, offline_model
 from .device import pick_device, pick_dtype
 from .files import replacing
 from .hub import hub_reachable
@@ -359,7 +359,8 @@ def load_model(
 
     When `name` cannot be had, the profile's fallback model is loaded and one line
     says so; with ``strict=True`` a `ModelUnavailableError` names the remedy instead.
-    What was loaded is on ``model.gptnb_info`` (see `ModelInfo`).
+    What was loaded is on ``model.gptnb_info`` (see `ModelInfo`). A model that loads with SDPA attention gets
+    `gptnb.attention`'s, in which padding attends to itself (no fully masked rows; real positions unchanged).
     """
     device = torch.device(device or pick_device())
     dtype = dtype or pick_dtype(device, training=training)
@@ -386,6 +387,7 @@ def load_model(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(device)
     model.eval()
+    attention.use_on(model)
     model.gptnb_info = info
     return model, tokenizer
 

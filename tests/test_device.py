@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gptnb import device
+from gptnb import attention, device
 
 
 @pytest.fixture(autouse=True)
@@ -94,25 +94,117 @@ def test_padding_safe_attention_changes_nothing_off_cuda():
             assert _sdpa_switches() == ALL_ON
 
 
-@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_left_padded_batch_gives_finite_loss_and_gradients_with_the_chosen_backends(architecture, make_tiny_llama):
-    """CPU has no cuDNN, so this checks the backends kept (math, here) on pad rows that attend to nothing."""
+PAIRS = [
+    ("Tweet: a much longer tweet than the others, with many more words in it than any\nSentiment:", " positive"),
+    ("Tweet: ok\nSentiment:", " negative"),
+    ("Hi", " neutral"),
+]
+
+
+def _model_and_batch(architecture, make_tiny_llama, loss_on="completion"):
+    """tiny-gpt2 or a tiny Llama (SmolLM2's architecture) with gptnb's attention, and a left-padded batch whose
+    second and third rows start with pads that, under the causal mask, have no real token to attend to."""
     import gptnb
     from gptnb.collate import CompletionCollator, encode_pairs
 
     model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu", training=True)
     if architecture == "llama":
-        model = make_tiny_llama(tokenizer).train()
-    assert model.config._attn_implementation == "sdpa"
-    model.train()
-    pairs = [("Tweet: a long tweet with many more words than the next\nSentiment:", " positive"), ("Hi", " negative")]
-    batch = CompletionCollator(tokenizer.pad_token_id, "all")(encode_pairs(tokenizer, pairs, 64))
-    assert (batch["attention_mask"][:, 0] == 0).any()  # a left-padded row: its pads attend to nothing
+        model = attention.use_on(make_tiny_llama(tokenizer))
+    assert model.config._attn_implementation == attention.PADS_ATTEND_TO_THEMSELVES
+    batch = CompletionCollator(tokenizer.pad_token_id, loss_on)(encode_pairs(tokenizer, PAIRS, 64))
+    assert (batch["attention_mask"][1:, :3] == 0).all()
+    return model.train(), batch
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+@pytest.mark.parametrize("implementation", ["sdpa", attention.PADS_ATTEND_TO_THEMSELVES])
+def test_left_padded_batch_gives_finite_loss_and_gradients_with_the_chosen_backends(
+    architecture, implementation, make_tiny_llama
+):
+    """CPU has no cuDNN, so this checks the backends kept (math, here), with and without fully masked pad rows."""
+    model, batch = _model_and_batch(architecture, make_tiny_llama, "all")
+    model.set_attn_implementation(implementation)
     with device.padding_safe_attention("cuda"):
         loss = model(**batch).loss
         loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _attention_masks(model, batch) -> list[torch.Tensor]:
+    """The boolean masks (batch, 1, query, key) the model hands `scaled_dot_product_attention` in one forward pass."""
+    seen, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def recording(*args, attn_mask=None, **kwargs):
+        seen.append(attn_mask)
+        return sdpa(*args, attn_mask=attn_mask, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+        model(**batch)
+    assert seen and all(mask is not None and mask.dtype == torch.bool for mask in seen)
+    return seen
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_with_gptnb_attention_no_query_row_is_fully_masked(architecture, make_tiny_llama):
+    """Plain SDPA masks hand the kernel rows with no key at all (so the check can fail); gptnb's do not. On such a
+    row a softmax over scores masked with -inf, as a kernel without a special case computes it, is NaN."""
+    model, batch = _model_and_batch(architecture, make_tiny_llama)
+    for implementation, fully_masked in (("sdpa", True), (attention.PADS_ATTEND_TO_THEMSELVES, False)):
+        model.set_attn_implementation(implementation)
+        for mask in _attention_masks(model, batch):
+            assert (~mask.any(-1)).any() == fully_masked, implementation
+            by_hand = torch.softmax(torch.randn(mask.shape).masked_fill(~mask, -torch.inf), dim=-1)
+            assert by_hand.isnan().any() == fully_masked, implementation
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_gptnb_attention_leaves_real_positions_loss_and_gradients_unchanged(architecture, make_tiny_llama):
+    """Only the pads' own outputs change: the logits at real tokens, the loss (-100 at pads) and every gradient are
+    those of transformers' own SDPA attention."""
+    model, batch = _model_and_batch(architecture, make_tiny_llama, "all")
+    model.eval()  # no dropout: both runs compute the same function
+    real = batch["attention_mask"].bool()
+    runs = {}
+    for implementation in ("sdpa", attention.PADS_ATTEND_TO_THEMSELVES):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        outputs = model(**{**batch, "logits_to_keep": 0, "labels": None})
+        loss = model(**batch).loss
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        runs[implementation] = outputs.logits.detach(), loss.detach(), grads
+    (plain, plain_loss, plain_grads), (ours, our_loss, our_grads) = runs.values()
+    torch.testing.assert_close(ours[real], plain[real])
+    assert not torch.allclose(ours[~real], plain[~real])  # the pads' outputs did change: the cure is in place
+    torch.testing.assert_close(our_loss, plain_loss)
+    for mine, theirs in zip(our_grads, plain_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_unpadded_batches_keep_sdpas_is_causal_path():
+    """No padding: no mask at all, so SDPA keeps its causal fast path (and its fused kernels on a GPU)."""
+    import gptnb
+
+    model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu")
+    seen, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def recording(*args, attn_mask=None, is_causal=False, **kwargs):
+        seen.append((attn_mask, is_causal))
+        return sdpa(*args, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+        model(**tokenizer(["one two three", "four five six"], return_tensors="pt"))
+    assert seen and all(mask is None and causal for mask, causal in seen)
+
+
+def test_load_model_keeps_eager_models_eager():
+    import gptnb
+
+    neo, _ = gptnb.load_model("tiny-gpt-neo", device="cpu")  # GPT-Neo has no SDPA; eager never gives NaN rows
+    assert neo.config._attn_implementation == "eager"
 
 
 @pytest.mark.parametrize(
@@ -176,20 +268,14 @@ def test_load_model_follows_gptnb_dtype(monkeypatch):
     assert gptnb.load_model("tiny-gpt2", device="cpu", training=True)[0].dtype == torch.float32
 
 
-def test_tiny_gpt2_trains_in_bf16_on_left_padded_batches_with_fully_masked_pad_rows(monkeypatch):
-    """bf16 weights as an A100/H100 trains them, on a CPU: rows whose pads come before any real token attend to
-    nothing (their whole causal window is padding); losses and gradients stay finite on the backends used here."""
-    import gptnb
-    from gptnb.collate import CompletionCollator, encode_pairs
-
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_trains_in_bf16_on_left_padded_batches_with_pad_first_rows(monkeypatch, architecture, make_tiny_llama):
+    """bf16 weights as an A100/H100 trains them, on a CPU: rows start with pads (under plain SDPA those rows attend to
+    nothing; with gptnb's attention they attend to themselves); losses and gradients stay finite."""
     monkeypatch.setenv("GPTNB_DTYPE", "bfloat16")
-    model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu", training=True)
+    model, batch = _model_and_batch(architecture, make_tiny_llama)
+    model.to(torch.bfloat16)
     assert model.dtype == torch.bfloat16
-    model.train()
-    long = "Tweet: a much longer tweet than the others, with many more words in it than any\nSentiment:"
-    pairs = [(long, " positive"), ("Tweet: ok\nSentiment:", " negative"), ("Hi", " neutral")]
-    batch = CompletionCollator(tokenizer.pad_token_id)(encode_pairs(tokenizer, pairs, 64))
-    assert (batch["attention_mask"][1:, :3] == 0).all()  # two rows start with pads: fully masked query rows
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(3):
         loss = model(**batch).loss
