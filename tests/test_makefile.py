@@ -1,6 +1,8 @@
 """`make lab`, the README's first command, starts JupyterLab, as root too (containers and cloud VMs run as root);
-the install stamp keeps `make` from reinstalling while the venv satisfies pyproject.toml."""
+learners' without nbgrader's instructor tools; the install stamp keeps `make` from reinstalling while the venv
+satisfies pyproject.toml."""
 
+import json
 import os
 import re
 import shutil
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,13 +26,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INSTRUCTOR_PLUGINS = {"@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:formgrader"}
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_lab_starts_and_answers_its_api(tmp_path):
+@pytest.mark.parametrize(("target", "instructor"), [("lab", False), ("lab-instructor", True)])
+def test_make_lab_starts_and_only_lab_instructor_has_the_instructor_tools(tmp_path, target, instructor):
     port = free_port()
     args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token=gptnb-test --ServerApp.root_dir={ROOT}"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
     lab = subprocess.Popen(
-        ["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"],
+        ["make", "--no-print-directory", target, f"LAB_ARGS={args}"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -37,18 +52,24 @@ def test_make_lab_starts_and_answers_its_api(tmp_path):
         text=True,
         start_new_session=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         answer = None
         while time.monotonic() < deadline and lab.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token=gptnb-test", timeout=2) as r:
-                    answer = r.status
-                    break
+                answer = get(f"{base}/api/status?token=gptnb-test")[0]
+                break
             except OSError:
                 time.sleep(0.5)
         output = "" if lab.poll() is None else lab.stdout.read()
-        assert answer == 200, f"JupyterLab did not answer on port {port}; make lab printed:\n{output[-2000:]}"
+        assert answer == 200, f"JupyterLab did not answer on port {port}; make {target} printed:\n{output[-2000:]}"
+        page = get(f"{base}/lab?token=gptnb-test")[1]
+        config = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+        disabled = set(config["disabledExtensions"])
+        assert (INSTRUCTOR_PLUGINS & disabled) == (set() if instructor else INSTRUCTOR_PLUGINS), disabled
+        assert "@jupyter/nbgrader:validate-assignment" not in disabled
+        assert (get(f"{base}/formgrader?token=gptnb-test")[0] == 200) == instructor
     finally:
         os.killpg(lab.pid, signal.SIGTERM)
         try:
