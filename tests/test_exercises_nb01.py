@@ -1,6 +1,9 @@
 """Notebook 01's exercise checks: a right answer passes; a wrong one and the placeholder are told apart;
 under nbgrader a wrong answer raises. Quizzes have a right choice and an explanation for every choice."""
 
+from pathlib import Path
+
+import nbformat
 import pytest
 import torch
 
@@ -127,3 +130,18 @@ def test_wrong_answers_raise_under_nbgrader(check, wrong, monkeypatch, capsys):
 def test_quizzes_have_one_right_choice_and_explain_every_choice(question, choices):
     assert question.endswith("?") and sum(choice.correct for choice in choices) == 1
     assert all(choice.why for choice in choices)
+
+
+def test_the_notebook_prints_each_quiz_question_and_its_choices_in_markdown():
+    notebook = nbformat.read(Path(__file__).resolve().parent.parent / "notebooks" / "01_gpt_family.ipynb", 4)
+    quizzes = {
+        f"nb01.{name}": getattr(nb01, name) for name in ("CAUSAL_MASK_QUIZ", "REPORTED_SIZE_QUIZ", "STAND_IN_QUIZ")
+    }
+    shown = []
+    for before, cell in zip(notebook.cells, notebook.cells[1:]):
+        for name, (question, choices) in quizzes.items():
+            if f"quiz(*{name})" in cell.source:
+                assert before.cell_type == "markdown" and question in before.source, name
+                assert all(f"- {choice.text}\n" in before.source for choice in choices), name
+                shown.append(name)
+    assert sorted(shown) == sorted(quizzes)
