@@ -14,14 +14,14 @@ STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
 
-.PHONY: install reinstall lab lab-instructor lint test test-cpu test-bf16 test-min book assignments clean
+.PHONY: install reinstall lab lab-instructor lint test test-cpu test-bf16 test-min book site assignments clean
 
 install: $(STAMP)
 
 # A pyproject.toml newer than the stamp (a git pull, a copy) installs nothing when what is installed still
 # satisfies it (gptnb/installed.py checks the requirements and the packaging part the stamp recorded).
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python && $(BIN)/python gptnb/installed.py check $@ --extra dev || $(MAKE) --no-print-directory reinstall
+	test -x $(BIN)/python && $(BIN)/python gptnb/installed.py check $@ --extra dev --extra site || $(MAKE) --no-print-directory reinstall
 	$(BIN)/python gptnb/installed.py write $@
 
 # Everything, whatever is installed (pip installs only what is missing or too old).
@@ -29,7 +29,7 @@ reinstall:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,site]"
 	# The offline SmolLM2 weights, fetched now so that later runs need no network (gptnb/offline_model.py).
 	$(BIN)/python -m gptnb.offline_model
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
@@ -81,6 +81,17 @@ test-min:
 book: install
 	mkdir -p build
 	$(BIN)/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=3600 --output-dir build $(NOTEBOOKS)
+
+# The course site in build/site/html/ (open index.html): the README, then each notebook with its outputs and figures,
+# executed in SITE_PROFILE (cpu by default). Executions are cached per profile in SITE_CACHE (site/conf.py): a
+# notebook whose source has not changed is not run again.
+SITE_PROFILE ?= cpu
+SITE_OUT ?= build/site
+SITE_CACHE ?= build/site-cache
+site: install
+	GPTNB_PROFILE=$(SITE_PROFILE) GPTNB_SITE_CACHE=$(abspath $(SITE_CACHE)) \
+		$(BIN)/python -m sphinx -b html -E -c site . $(SITE_OUT)/html -d $(SITE_OUT)/doctrees
+	@echo "The course site: $(SITE_OUT)/html/index.html"
 
 # Student copies of the notebooks (solutions removed, checks kept as autograded tests) in build/assignments/,
 # made with nbgrader; the README's "For instructors" section says how to hand them out and autograde.
