@@ -36,7 +36,7 @@ nb_merge_streams = True
 
 html_theme = "sphinx_book_theme"
 html_title = f"gptnb: GPT models in notebooks ({PROFILE} profile)"
-html_extra_path = ["site/_extra"]  # index.html: to the README's page
+html_extra_path = ["_extra"]  # index.html: to the README's page
 html_theme_options = {
     "repository_url": "https://github.com/gptnb/gptnb",
     "use_repository_button": True,
