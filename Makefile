@@ -95,8 +95,11 @@ site: install
 
 # Student copies of the notebooks (solutions removed, checks kept as autograded tests) in build/assignments/,
 # made with nbgrader; the README's "For instructors" section says how to hand them out and autograde.
+# GRADING_PROFILE: the GPTNB_PROFILE that the course's nbgrader_config.py pins for autograding (tiny: seconds a
+# notebook; a submission of 02 takes ~30 minutes in the cpu profile).
+GRADING_PROFILE ?= tiny
 assignments: install
-	$(BIN)/python -m gptnb.exercises.assignments --out build/assignments $(NOTEBOOKS)
+	$(BIN)/python -m gptnb.exercises.assignments --out build/assignments --profile $(GRADING_PROFILE) $(NOTEBOOKS)
 
 clean:
 	rm -rf build .pytest_cache
