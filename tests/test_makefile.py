@@ -157,3 +157,15 @@ def test_the_stamp_check_names_what_is_missing(tmp_path):
     assert why_install(stamp, project, []).endswith("installed (and 1 more)")
     project["project"]["scripts"] = {"gptnb-other": "gptnb.cli:main"}
     assert why_install(stamp, project, []) == "pyproject.toml's build system, scripts or package list changed"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_assignments_passes_the_grading_profile():
+    planned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "assignments", "GRADING_PROFILE=cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "gptnb.exercises.assignments --out build/assignments --profile cpu " in planned, planned

@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         help="the nbgrader course folder (default: build/assignments)",
     )
     parser.add_argument(
-        "--profile", default="tiny", help="the GPTNB_PROFILE nbgrader grades in (default: tiny, seconds a notebook)"
+        "--profile",
+        default="tiny",
+        choices=["tiny", "cpu", "gpu"],
+        help="the GPTNB_PROFILE nbgrader grades in (default: tiny, seconds a notebook)",
     )
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
