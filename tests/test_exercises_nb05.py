@@ -120,3 +120,32 @@ def test_hints_and_quizzes(capsys):
     assert price > 0 and model
     for question, choices in (nb05.QUIZ_ENGINES, nb05.QUIZ_MODEL_LIST, nb05.QUIZ_INTERVALS):
         assert question and sum(choice.correct for choice in choices) == 1 and all(c.why for c in choices)
+
+
+def test_swapping_the_original_prompts_examples_keeps_its_blank_line_layout():
+    from gptnb.exercises import nb02
+
+    swapped = nb05.swap_examples(nb02.ORIGINAL_PROMPT)
+    assert swapped == "\n" + nb02.MOVIES.render(nb02.ORIGINAL_QUERY, nb02.ORIGINAL_EXAMPLES[::-1])
+    assert swapped.split("\n\n")[2] == "Review: I am sad that the hero died.\nSentiment: Negative"
+    assert nb05.swap_examples(swapped) == nb02.ORIGINAL_PROMPT
+    single_newlines = nb02.ORIGINAL_PROMPT.replace("\n\n", "\n")  # the layout an earlier version assumed
+    with pytest.raises(ValueError, match="has 1 blocks separated by blank lines; swap_examples wants 4"):
+        nb05.swap_examples(single_newlines)
+
+
+def test_notebook_05_uses_the_exact_original_prompt_and_the_swap():
+    import json
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "05_openai_api.ipynb"
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    code = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
+    assert any("from gptnb.exercises.nb02 import ORIGINAL_PROMPT" in cell for cell in code)
+    assert not any("ORIGINAL_PROMPT = " in cell for cell in code), "05 must not retype the original prompt"
+    assert any("nb05.swap_examples(ORIGINAL_PROMPT)" in cell for cell in code)
+
+
+def test_the_blank_token_case_has_the_blank_line_that_separates_the_prompts_blocks():
+    blank = next(top for top, _, about in nb05.LOGPROB_CASES if about.startswith("blank tokens"))
+    assert blank[0][0] == "\n\n"  # the most likely token: what a model may write after a blank-line prompt

@@ -1,5 +1,5 @@
-"""Checks and quizzes of notebook 05 (the OpenAI API): label scoring from logprobs, the chat training record,
-what a fine-tuning job is billed."""
+"""Checks and quizzes of notebook 05 (the OpenAI API): the original prompt with its examples swapped, label scoring
+from logprobs, the chat training record, what a fine-tuning job is billed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,21 @@ from ..pricing import PRICES_CSV, load_prices
 from . import Choice, call_answer, report
 
 LABELS = ["negative", "positive"]
+
+
+def swap_examples(prompt: str) -> str:
+    """The original lesson's prompt with its two solved examples in the other order.
+
+    Its blocks are separated by blank lines: the instruction (after the leading newline), example 1, example 2,
+    the query (`gptnb.exercises.nb02.ORIGINAL_PROMPT`)."""
+    blocks = prompt.split("\n\n")
+    if len(blocks) != 4:
+        raise ValueError(
+            f"the prompt has {len(blocks)} blocks separated by blank lines; swap_examples wants 4 (instruction, "
+            "two examples, the query), as in gptnb.exercises.nb02.ORIGINAL_PROMPT"
+        )
+    instruction, first, second, query = blocks
+    return "\n\n".join([instruction, second, first, query])
 
 
 def _top(*pairs):
@@ -29,7 +44,11 @@ LOGPROB_CASES = [
         1,
         "a label spelled several ways: its best variant counts",
     ),
-    ([(" ", -0.05), ("\n", -0.3), (" neg", -2.2)], 0, "blank tokens, which start every word, name no label"),
+    (
+        [("\n\n", -0.02), (" ", -0.05), ("\n", -0.3), (" neg", -2.2)],
+        0,
+        "blank tokens (a blank line, as between the prompt's blocks), which start every word, name no label",
+    ),
     ([(" The", -0.3), (" I", -0.9), ("\n", -1.4)], -1, "no label among the tokens"),
 ]
 
@@ -186,25 +205,27 @@ QUIZ_MODEL_LIST = (
 
 QUIZ_INTERVALS = (
     (
-        "On the same 300 test tweets, model A scores macro-F1 0.80 [0.75, 0.85] and model B 0.78 [0.72, 0.83] "
-        "(bootstrap 95 % intervals). What can you say?"
+        "On the same 300 test tweets, model A scores macro-F1 0.80 [0.75, 0.85] and model B 0.76 [0.71, 0.81] "
+        "(bootstrap 95 % intervals); the paired bootstrap interval of A − B is +0.04 [+0.01, +0.07]. What can you say?"
     ),
     [
         Choice(
-            "A is better than B",
+            "The intervals overlap, so this test split cannot tell A and B apart",
             False,
-            "A difference of 0.02 is well inside what resampling the test tweets moves each score by.",
+            "Overlapping intervals do not mean no difference: each interval includes the luck of which tweets were "
+            "drawn, which moves both models together. The paired interval resamples the same tweets for both.",
         ),
         Choice(
-            "This test split cannot tell A and B apart; more test tweets (or a paired comparison) are needed",
+            "A is better than B on tweets like these: the paired interval of the difference excludes 0",
             True,
-            "Each interval is about ±0.05 wide: a 0.02 difference could come from which tweets happened to be "
-            "in the test split.",
+            "Scoring both on the same resampled tweets cancels what they share; what is left, +0.01 to +0.07, "
+            "is above 0. It says nothing about other kinds of text.",
         ),
         Choice(
-            "B is better, since its interval starts lower",
+            "A is better by exactly 0.04, on any text",
             False,
-            "A lower interval means a lower or less certain score, not a better one.",
+            "0.04 is this sample's difference; the interval puts it anywhere from 0.01 to 0.07, and only for tweets "
+            "like the test split's.",
         ),
     ],
 )
