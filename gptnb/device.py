@@ -130,7 +130,9 @@ def padding_safe_attention(device: torch.device | str | None = None):
     which attend to nothing under the causal mask, have a logsumexp of -inf. One NaN then reaches every
     weight. The memory-efficient and math backends are clean there and give fully masked rows zeros
     (torch >= 2.5); flash attention takes no mask anyway. This is the likely cause of the NaN training
-    seen on an H200 in bf16, but that this block cures it is not yet verified on a GPU. Left-padded batched
+    seen on an H200 in bf16. The cure in place is `gptnb.attention` (models loaded by gptnb have no fully
+    masked rows: each pad attends to itself); this block is a second guard, kept until a GPU run shows
+    that the first suffices (neither is verified on a GPU yet). Left-padded batched
     generation runs under it too: its pad rows also attend to nothing, and torch 2.5 made such rows give
     zeros in the math and fused kernels (pytorch/pytorch#133882), with no such promise found for cuDNN.
 
