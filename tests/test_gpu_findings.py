@@ -1,7 +1,8 @@
 """What the first GPU run (H200, bf16) found in the server's store: NaN in metrics made list_events answer 500.
 
-The GPU-side findings have tests beside their code: padding-safe attention in test_device.py, the NaN guard
-of `finetune` in test_finetune.py, offline mode in test_hub.py.
+The GPU-side findings have tests beside their code: no fully masked attention rows (gptnb.attention) and
+padding-safe attention in test_device.py, the NaN guard of `finetune` in test_finetune.py, offline mode in
+test_hub.py, the bundle for a GPU machine without internet in test_prepare_gpu.py.
 """
 
 import json
