@@ -6,8 +6,19 @@ longer than 300 lines (the GPT block diagram alone is about 100).
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.font_manager import FontProperties
+
+
+def fit_title(ax, title: str):
+    """Set `title` wrapped to its Axes' width, so that titles of side-by-side subplots do not run into each other."""
+    size = FontProperties(size=plt.rcParams["axes.titlesize"]).get_size_in_points()
+    width = ax.get_position().width * ax.figure.get_figwidth() * 72  # points
+    chars = max(20, int(width / (0.6 * size)))  # an average character is about 0.6 em wide
+    ax.set_title("\n".join(textwrap.fill(line, width=chars) for line in title.splitlines()))
 
 
 def attention_map(weights, tokens, title: str = "Causal attention", ax=None):
@@ -228,7 +239,7 @@ def accuracy_vs_shots(runs, columns=("accuracy",), metric: str = "accuracy", ax=
     ax.set_xticks(sorted(runs["k"].unique()))
     ax.set_xlabel("k: examples in the prompt")
     ax.set_ylabel(metric)
-    ax.set_title(f"Few-shot {metric} vs number of examples (shaded: min-max over draws)")
+    fit_title(ax, f"Few-shot {metric} vs number of examples\n(shaded: min-max over draws)")
     ax.grid(True, alpha=0.3)
     ax.legend()
     return ax

@@ -1,0 +1,30 @@
+"""gptnb.plots: text inside a figure does not overlap or leave it, at the sizes the notebooks draw them."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from gptnb import plots  # noqa: E402
+
+
+def test_side_by_side_titles_do_not_overlap():
+    runs = pd.DataFrame({"k": [0, 1, 1, 2, 2], "accuracy": np.linspace(0.4, 0.6, 5), "macro_f1": np.linspace(0, 1, 5)})
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))  # notebook 02, section 5
+    plots.accuracy_vs_shots(runs, ("accuracy",), ax=axes[0])
+    plots.accuracy_vs_shots(runs, ("macro_f1",), metric="macro-F1", ax=axes[1])
+    fig.canvas.draw()
+    left, right = (ax.title.get_window_extent() for ax in axes)
+    assert not left.overlaps(right), (left, right)
+    plt.close(fig)
+
+
+def test_fit_title_keeps_the_given_line_breaks_and_wraps_long_lines():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    plots.fit_title(ax, "short\na title far too long for four inches of figure, wrapped to fit")
+    lines = ax.get_title().splitlines()
+    assert lines[0] == "short" and len(lines) > 2
+    plt.close(fig)
