@@ -266,11 +266,17 @@ def grouped_bars(
     if reference is not None:
         ax.axhline(reference, color="gray", linestyle="--", label=reference_label or None)
     ax.set_xticks(range(len(table)), [str(name) for name in table.index])
-    ax.set_ylim(0, 1.3)  # room for the legend above bars that reach 1
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", ncol=3)
+    fit_title(ax, title)
+    # As many legend columns as fit in the Axes (an entry: a 2.5 em handle and about 0.6 em a character, at 8 pt).
+    labels = ax.get_legend_handles_labels()[1]
+    width = ax.get_position().width * ax.figure.get_figwidth() * 72
+    needed = sorted(8 * (2.5 + 0.6 * len(label)) for label in labels)
+    ncol = max([k for k in range(1, len(labels) + 1) if sum(needed[-k:]) <= 0.95 * width] or [1])
+    rows = -(-len(labels) // ncol)
+    ax.set_ylim(0, 1.2 + 0.1 * rows)  # room for the legend above bars that reach 1
+    ax.legend(fontsize=8, loc="upper left", ncol=ncol)
     return ax
 
 

@@ -28,3 +28,17 @@ def test_fit_title_keeps_the_given_line_breaks_and_wraps_long_lines():
     lines = ax.get_title().splitlines()
     assert lines[0] == "short" and len(lines) > 2
     plt.close(fig)
+
+
+def test_grouped_bars_legend_stays_inside_its_axes():
+    table = pd.DataFrame(
+        {"predicted_positive": [0.95, 1.0], "calibrated_predicted_positive": [0.62, 0.65]}, index=["a b", "b a"]
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))  # notebook 02, section 6
+    for ax in axes:
+        plots.grouped_bars(table, list(table), "share", "Order: share", reference=0.5, reference_label="gold share", ax=ax)
+    fig.canvas.draw()
+    for ax in axes:
+        legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert frame.x0 <= legend.x0 and legend.x1 <= frame.x1, (legend, frame)
+    plt.close(fig)
