@@ -36,7 +36,7 @@ def test_grouped_bars_legend_stays_inside_its_axes():
     )
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))  # notebook 02, section 6
     for ax in axes:
-        plots.grouped_bars(table, list(table), "share", "Order: share", reference=0.5, reference_label="gold share", ax=ax)
+        plots.grouped_bars(table, list(table), "share", "Order", reference=0.5, reference_label="gold share", ax=ax)
     fig.canvas.draw()
     for ax in axes:
         legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
