@@ -45,6 +45,7 @@ class FinetuneResult:
     log_history: list[dict]  # the Trainer's log: dicts with step, epoch and loss or eval_loss
     train_seconds: float  # wall time of `Trainer.train()` without its evaluations
     tokens_per_second: float  # real (non-padding) tokens trained on per second
+    trained_tokens: int  # real (non-padding) tokens trained on, every epoch counted
     trainable_params: int
     total_params: int
     peak_memory_gib: float  # during training: GPU memory allocated on CUDA, else the process's RSS
@@ -157,90 +158,84 @@ def finetune(
     if not train:
         raise ValueError("finetune needs at least one (prompt, completion) training pair")
     fit_embeddings(model, tokenizer)
-    if lora_rank:
-        model = add_lora(model, lora_rank)
+    model = add_lora(model, lora_rank) if lora_rank else model
     train_set = encode_pairs(tokenizer, train, max_length)
-    if group_by_length:
-        train_set = length_grouped(train_set, batch_size, seed)
+    train_set = length_grouped(train_set, batch_size, seed) if group_by_length else train_set
     val_set = encode_pairs(tokenizer, val, max_length) if val else None
-    collator = CompletionCollator(tokenizer.pad_token_id, loss_on)
     hooks = _Hooks(on_step, should_stop)
     device = next(model.parameters()).device
-    keep_best = bool(val_set) and epochs > 1  # after one epoch the best weights are the last ones
     with tempfile.TemporaryDirectory(prefix="gptnb-finetune-") as scratch:
-        args = TrainingArguments(
-            output_dir=str(output_dir or scratch),
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=batch_size,
-            learning_rate=learning_rate,
-            weight_decay=0.0,
-            logging_strategy="steps",
-            eval_strategy="epoch" if val_set else "no",
-            save_strategy="epoch" if keep_best else "no",
-            load_best_model_at_end=keep_best,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-            save_total_limit=1,
-            save_only_model=True,
-            # bf16 on Ampere and newer, fp16 with a loss scaler on a T4 (or as GPTNB_DTYPE says, on any device)
-            **{"use_cpu": device.type == "cpu", **(autocast_flags(device, model.dtype) if mixed_precision else {})},
-            logging_nan_inf_filter=False,  # a NaN loss must show in the log (the filter logs an average instead)
-            dataloader_pin_memory=device.type == "cuda",
-            remove_unused_columns=False,
-            ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; the search costs a pass
-            report_to="none",
-            disable_tqdm=not progress,
-            seed=seed,
-            **_sampling_args(group_by_length),
-        )
-        # Under torchrun / accelerate launch there is one process per GPU, and each step takes a batch from each.
-        steps_per_epoch = -(-len(train_set) // (batch_size * args.world_size))
-        total_steps = max(1, round(steps_per_epoch * epochs))
-        args.warmup_steps = total_steps // 10
-        args.logging_steps = logging_steps or max(1, total_steps // 20)
+        args = _training_arguments(
+            output_dir or scratch, device, model.dtype, len(train_set), bool(val_set), epochs, batch_size,
+            learning_rate=learning_rate, logging_steps=logging_steps, group_by_length=group_by_length,
+            progress=progress, mixed_precision=mixed_precision, seed=seed,
+        )  # fmt: skip
+        collator = CompletionCollator(tokenizer.pad_token_id, loss_on)
         trainer = Trainer(
-            model=model,
-            args=args,
-            data_collator=collator,
-            train_dataset=train_set,
-            eval_dataset=val_set,
-            processing_class=tokenizer,
-            callbacks=[hooks],
-        )
-        if not progress:
-            trainer.remove_callback(PrinterCallback)  # it prints every log entry when bars are off
-        started = time.perf_counter()
-        with PeakMemory(device) as peak, padding_safe_attention(device):
-            trainer.train()
-        evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
-        seconds = time.perf_counter() - started - evaluating
-        share = padding_share(trainer.get_train_dataloader())
+            model=model, args=args, data_collator=collator, train_dataset=train_set, eval_dataset=val_set,
+            processing_class=tokenizer, callbacks=[hooks],
+        )  # fmt: skip
+        seconds, peak_gib, share = _train(trainer, device, progress)
     model, state = trainer.model.eval(), trainer.state
     del trainer
     gc.collect()  # the trainer holds the optimizer state (twice the model's size) in reference cycles
     trainable, total = count_trainable(model)
     done_epochs = state.epoch  # fewer than `epochs` when `should_stop` ended training
-    real_tokens = sum(len(example["input_ids"]) for example in train_set) * done_epochs
+    trained_tokens = round(sum(len(example["input_ids"]) for example in train_set) * done_epochs)
     return FinetuneResult(
-        model=model,
-        tokenizer=tokenizer,
-        log_history=list(state.log_history),
-        train_seconds=seconds,
-        tokens_per_second=real_tokens / seconds,
-        trainable_params=trainable,
-        total_params=total,
-        peak_memory_gib=peak.gib,
-        padding_share=share,
-        best_eval_loss=state.best_metric,
-        stopped=hooks.stopped,
-        details={
-            "steps": state.global_step,
-            "epochs": done_epochs,
-            "loss_on": loss_on,
-            "lora_rank": lora_rank,
-            "max_length": max_length,
-            "n_train": len(train_set),
-            "n_val": len(val_set or []),
-        },
+        model, tokenizer, list(state.log_history), seconds, trained_tokens / seconds, trained_tokens, trainable,
+        total, peak_gib, share, best_eval_loss=state.best_metric, stopped=hooks.stopped,
+        details={"steps": state.global_step, "epochs": done_epochs, "loss_on": loss_on, "lora_rank": lora_rank,
+                 "max_length": max_length, "n_train": len(train_set), "n_val": len(val_set or [])},
+    )  # fmt: skip
+
+
+def _train(trainer: Trainer, device: torch.device, progress: bool) -> tuple[float, float, float]:
+    """Run `trainer`; return its training seconds (without evaluations), peak memory (GiB) and padding share."""
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # it prints every log entry when bars are off
+    started = time.perf_counter()
+    with PeakMemory(device) as peak, padding_safe_attention(device):
+        trainer.train()
+    evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
+    return time.perf_counter() - started - evaluating, peak.gib, padding_share(trainer.get_train_dataloader())
+
+
+def _training_arguments(
+    output_dir, device, dtype, n_train: int, validate: bool, epochs: float, batch_size: int, **options
+) -> TrainingArguments:
+    """`finetune`'s TrainingArguments: evaluation each epoch with `validate` (keeping the best epoch's weights when
+    there are several), warm-up over the first tenth of the steps, ~20 log entries unless `logging_steps` says."""
+    keep_best = validate and epochs > 1  # after one epoch the best weights are the last ones
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=options["learning_rate"],
+        weight_decay=0.0,
+        logging_strategy="steps",
+        eval_strategy="epoch" if validate else "no",
+        save_strategy="epoch" if keep_best else "no",
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        save_total_limit=1,
+        save_only_model=True,
+        # bf16 on Ampere and newer, fp16 with a loss scaler on a T4 (or as GPTNB_DTYPE says, on any device)
+        **{"use_cpu": device.type == "cpu", **(autocast_flags(device, dtype) if options["mixed_precision"] else {})},
+        logging_nan_inf_filter=False,  # a NaN loss must show in the log (the filter logs an average instead)
+        dataloader_pin_memory=device.type == "cuda",
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; the search costs a pass
+        report_to="none",
+        disable_tqdm=not options["progress"],
+        seed=options["seed"],
+        **_sampling_args(options["group_by_length"]),
     )
+    # Under torchrun / accelerate launch there is one process per GPU, and each step takes a batch from each.
+    steps_per_epoch = -(-n_train // (batch_size * args.world_size))
+    total_steps = max(1, round(steps_per_epoch * epochs))
+    args.warmup_steps = total_steps // 10
+    args.logging_steps = options["logging_steps"] or max(1, total_steps // 20)
+    return args

@@ -34,7 +34,8 @@ from .data import SOURCES, TooFewTweets
 from .files import DataError, replacing
 
 COMPLETE_MARKER = "metrics.json"  # written last: a DIR without it is not a finished run
-PROFILE_RANK = "profile"  # `--lora` without a rank
+# `--lora` without a rank: the profile's (not a string: argparse would pass a string const through int()).
+PROFILE_RANK = True
 # The number options: their flags, each of which must be given a positive (and finite) value if given at all.
 SIZES = {
     "epochs": "--epochs",
@@ -132,76 +133,35 @@ def _check_sizes(args: argparse.Namespace) -> None:
     """Refuse a number option given as zero, negative, NaN or infinite (each would otherwise fail late or mislead)."""
     for name, flag in SIZES.items():
         value = getattr(args, name)
-        if value is None or value == PROFILE_RANK:
+        if value is None or value is PROFILE_RANK:
             continue
         if not math.isfinite(value) or value <= 0:
             raise CommandError(f"{flag} must be a positive number, not {value}; leave it out to use the profile's")
 
 
-def _given(value, default):
-    return default if value is None else value
-
-
 def _finetune(args: argparse.Namespace) -> int:
-    from .data import load_tweets
     from .evaluate import classification_metrics, classify
     from .finetune import finetune
     from .lora import save_finetuned
-    from .models import ModelUnavailableError, describe_model, load_model
-    from .profiles import get_profile
+    from .models import describe_model
     from .prompts import tweet_pairs
+    from .training_settings import training_settings
 
-    _check_sizes(args)
-    try:
-        profile = get_profile(args.profile)
-    except ValueError as error:
-        raise CommandError(str(error).replace("unknown profile", "--profile: unknown profile")) from None
-    out = args.out.expanduser().resolve()
-    _check_out(out, args.overwrite)
-    rank = int(os.environ.get("LOCAL_RANK", -1))
+    profile = _checked(args)
     main_process = int(os.environ.get("RANK", 0)) == 0
-    lora_rank = profile.lora_rank if args.lora == PROFILE_RANK else args.lora
-    settings = {
-        "epochs": _given(args.epochs, profile.epochs),
-        "learning_rate": _given(args.lr, profile.lora_learning_rate if lora_rank else profile.learning_rate),
-        "batch_size": _given(args.batch_size, profile.batch_size),
-        "max_length": _given(args.max_length, profile.max_length),
-        "lora_rank": lora_rank,
-    }
-    try:
-        splits = load_tweets(
-            args.data,
-            classes=args.classes,
-            n_train=_given(args.max_examples, profile.n_train),
-            n_val=args.n_val,
-            n_test=args.n_test,
-            seed=args.seed,
-            profile=profile.name,
-            verbose=main_process,
-        )
-    except TooFewTweets as error:
-        raise DataError(f"{error}; lower --n-val and --n-test") from None
-    try:
-        device = f"cuda:{rank}" if rank >= 0 and torch.cuda.is_available() else None
-        model, tokenizer = load_model(
-            args.model or profile.finetune_model,
-            profile=profile.name,
-            device=device,
-            dtype=torch.float32,
-            training=True,
-        )
-    except ModelUnavailableError as error:
-        raise CommandError(str(error)) from None
+    splits, model, tokenizer = _load(args, profile, main_process)
+    settings = training_settings(
+        profile,
+        len(splits.train),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        lora=args.lora,  # PROFILE_RANK is True: the profile's rank
+        max_length=args.max_length,
+    ).as_dict()
     described = describe_model(model)
-    result = finetune(
-        model,
-        tokenizer,
-        tweet_pairs(splits.train, splits.labels),
-        tweet_pairs(splits.val, splits.labels),
-        seed=args.seed,
-        progress=not args.quiet,
-        **settings,
-    )
+    train, val = tweet_pairs(splits.train, splits.labels), tweet_pairs(splits.val, splits.labels)
+    result = finetune(model, tokenizer, train, val, seed=args.seed, progress=not args.quiet, **settings)
     if not main_process:
         return 0
     started = time.perf_counter()
@@ -220,12 +180,55 @@ def _finetune(args: argparse.Namespace) -> int:
         "eval_seconds": eval_seconds,
         "profile": profile.name,
     }
+    out = args.out.expanduser().resolve()
     _write_atomically(out, args.overwrite, result, tokenizer, metrics, save_finetuned)
     print(
         f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {len(splits.test)} test tweets; "
         f"trained in {result.train_seconds:.0f} s ({result.tokens_per_second:.0f} tokens/s); wrote {out}"
     )
     return 0
+
+
+def _checked(args: argparse.Namespace):
+    """The profile, once the number options and --out are checked (before anything slow runs)."""
+    from .profiles import get_profile
+
+    _check_sizes(args)
+    try:
+        profile = get_profile(args.profile)
+    except ValueError as error:
+        raise CommandError(str(error).replace("unknown profile", "--profile: unknown profile")) from None
+    _check_out(args.out.expanduser().resolve(), args.overwrite)
+    return profile
+
+
+def _load(args: argparse.Namespace, profile, main_process: bool):
+    """(the tweet splits, the model in float32 for training, its tokenizer); a model on this process's GPU
+    under a launcher (LOCAL_RANK)."""
+    from .data import load_tweets
+    from .models import ModelUnavailableError, load_model
+
+    try:
+        splits = load_tweets(
+            args.data,
+            classes=args.classes,
+            n_train=profile.n_train if args.max_examples is None else args.max_examples,
+            n_val=args.n_val,
+            n_test=args.n_test,
+            seed=args.seed,
+            profile=profile.name,
+            verbose=main_process,
+        )
+    except TooFewTweets as error:
+        raise DataError(f"{error}; lower --n-val and --n-test") from None
+    rank = int(os.environ.get("LOCAL_RANK", -1))
+    device = f"cuda:{rank}" if rank >= 0 and torch.cuda.is_available() else None
+    try:
+        name = args.model or profile.finetune_model
+        model, tokenizer = load_model(name, profile=profile.name, device=device, dtype=torch.float32, training=True)
+    except ModelUnavailableError as error:
+        raise CommandError(str(error)) from None
+    return splits, model, tokenizer
 
 
 def _write_atomically(out: Path, overwrite: bool, result, tokenizer, metrics: dict, save) -> None:

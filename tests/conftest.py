@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -67,3 +73,91 @@ def _tiny_llama(tokenizer):
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+
+
+# --- the local server: one for the session, and the helpers the API test modules share -------------------------
+
+KEY = "test-key-not-secret"
+MODEL = "tiny-gpt2"
+DONE = ("succeeded", "failed", "cancelled")
+PAIRS = [json.dumps({"prompt": f"Tweet: example {i}\nSentiment:", "completion": " positive"}) for i in range(6)]
+
+
+# A test module that needs a server of its own (other limits, a corrupt data folder, long jobs) defines its own
+# `server`, `client` or `data_dir` fixture, which takes the place of these for that module.
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The data folder of the session's server."""
+    return tmp_path_factory.mktemp("api-data")
+
+
+@pytest.fixture(scope="session")
+def server(data_dir):
+    """One local server (tiny-gpt2, the API key KEY, the tiny profile's job sizes) for the API tests: started once
+    per session (per worker under xdist), stopped at its end."""
+    from gptnb.api import local_server
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GPTNB_PROFILE", "tiny")  # read once, as the server starts: the job runner's sizes
+        running = local_server(MODEL, data_dir=data_dir, api_key=KEY)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    """An openai client of the session's server: no retries, 60 s a request."""
+    return server.client(max_retries=0, timeout=60)
+
+
+def wait_for(condition, seconds: float = 60) -> None:
+    """Return once `condition()` is true (asked every 10 ms); fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def upload(client, lines, name="train.jsonl"):
+    """Upload `lines` as one fine-tuning file; return the SDK's file object."""
+    return client.files.create(file=(name, io.BytesIO("\n".join(lines).encode())), purpose="fine-tune")
+
+
+def wait(client, job_id, until=DONE, timeout=120):
+    """The job once its status is one of `until`, polled every 0.2 s for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in until:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(data_dir, port, log, timeout=180):
+    """A real `gptnb serve` process (tiny-gpt2, KEY) writing to `log`: (process, openai client) once it answers."""
+    import openai
+
+    env = {**os.environ, "GPTNB_PROFILE": "tiny", "GPTNB_API_KEY": KEY}
+    command = [sys.executable, "-m", "gptnb.cli", "serve", "--model", MODEL, "--port", str(port)]
+    process = subprocess.Popen([*command, "--data-dir", str(data_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=30)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gptnb serve exited"
+        try:
+            client.models.list()
+            return process, client
+        except openai.APIConnectionError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("gptnb serve did not start")

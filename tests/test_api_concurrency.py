@@ -18,11 +18,10 @@ from contextlib import contextmanager
 import httpx
 import openai
 import pytest
+from conftest import KEY, MODEL, wait_for
 
 from gptnb.api.server import Background, Settings
 
-KEY = "test-key-not-secret"
-MODEL = "tiny-gpt2"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMPT = "The weather today is"
 CHAT = [{"role": "user", "content": "Tell me about the sea."}]
@@ -95,13 +94,6 @@ def held(server: Background):
     finally:
         release.set()
         handle.remove()
-
-
-def wait_for(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def together(server: Background, send, count: int) -> list:

@@ -1,6 +1,6 @@
 """The local server given hostile and malformed requests (issue 13): never a 5xx, always OpenAI's error shape.
 
-One real server on loopback (tiny-gpt2, an API key) serves the module. A table of requests across
+The session's server (conftest: tiny-gpt2, an API key) serves the module. A table of requests across
 every endpoint, then focused tests: web pages (Host, Origin), values that underflow or are not
 text, HEAD, and a client that disconnects while its completion is computed.
 """
@@ -16,25 +16,14 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from conftest import KEY, MODEL, wait_for
 
-from gptnb.api import local_server
 from gptnb.api.guard import Guard
 from gptnb.api.server import Settings
 
-KEY = "test-key-not-secret"
-MODEL = "tiny-gpt2"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"Content-Type": "application/json"}
 ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GPTNB_PROFILE", "tiny")
-        running = local_server(MODEL, data_dir=tmp_path_factory.mktemp("api-hostile"), api_key=KEY)
-        yield running
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -388,8 +377,8 @@ def raw_request(server, path: str, body: dict) -> socket.socket:
 def passes_after_disconnect(server, body: dict, read_first: bool) -> int:
     """Forward passes the model makes for a 400-token request whose client disconnects at the third pass
     (after reading the first bytes of the answer when `read_first`)."""
-    model = server._background.app.state.pool.get(MODEL).model
-    passes, third = [], threading.Event()
+    loaded = server._background.app.state.pool.get(MODEL)
+    model, passes, third = loaded.model, [], threading.Event()
 
     def count(module, args, output):
         passes.append(1)
@@ -404,10 +393,7 @@ def passes_after_disconnect(server, body: dict, read_first: bool) -> int:
         if read_first:
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
         sock.close()
-        seen = -1
-        while seen != len(passes) and len(passes) < body["max_tokens"]:
-            seen = len(passes)
-            time.sleep(1)  # 100 passes' worth: a generation still running is seen to grow
+        wait_for(lambda: loaded.batcher.running == 0)  # its row let go: stopped, or all 400 tokens done
         return len(passes)
     finally:
         hook.remove()

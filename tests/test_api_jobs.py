@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from test_api_server import KEY, MODEL, PAIRS, free_port, serve, upload, wait
+from conftest import KEY, MODEL, PAIRS, free_port, serve, upload, wait
 
 from gptnb import cli
 from gptnb.api import local_server

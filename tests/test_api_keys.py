@@ -14,9 +14,9 @@ import socket
 import stat
 import sys
 import threading
-import time
 
 import pytest
+from conftest import wait_for
 from fastapi import FastAPI, Request
 from fastapi.middleware import Middleware
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -291,10 +291,7 @@ def test_a_jobs_copy_of_its_file_is_private_and_read_line_by_line(tmp_path):
 def test_jobs_train_in_a_thread_of_the_lowest_cpu_priority(tmp_path):
     runner = JobRunner(Store(tmp_path / "data"), get_profile("tiny"))
     try:
-        deadline = time.time() + 10
-        while os.getpriority(os.PRIO_PROCESS, runner._thread.native_id) != 19 and time.time() < deadline:
-            time.sleep(0.01)
-        assert os.getpriority(os.PRIO_PROCESS, runner._thread.native_id) == 19
+        wait_for(lambda: os.getpriority(os.PRIO_PROCESS, runner._thread.native_id) == 19, 10)
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the server's own threads: unchanged
     finally:
         runner.close()

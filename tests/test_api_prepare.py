@@ -6,8 +6,8 @@ import pytest
 
 from gptnb import cli
 from gptnb.api.formats import plain_chat_prompt
-from gptnb.api.jobs import default_epochs
 from gptnb.api.prepare import PrepareError, prepare_data
+from gptnb.training_settings import default_epochs
 
 CSV = """prompt,completion
 "Tweet: I love it

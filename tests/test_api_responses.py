@@ -5,37 +5,16 @@ OpenAI-shaped errors, and the guard (keys, Origin) in front of it as in front of
 """
 
 import json
-import time
 
 import httpx
 import openai
 import pytest
+from conftest import KEY, MODEL, wait
 from openai.types.responses import Response
 
 from gptnb.api import local_server
 
-KEY = "test-key-not-secret"
-MODEL = "tiny-gpt2"
 GREEDY = {"temperature": 0}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("responses-data")
-
-
-@pytest.fixture(scope="module")
-def server(data_dir):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GPTNB_PROFILE", "tiny")  # the job runner's sizes
-        running = local_server(MODEL, data_dir=data_dir, api_key=KEY)
-        yield running
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client(max_retries=0, timeout=60)
 
 
 def chat(client, messages, max_tokens=6):
@@ -212,7 +191,7 @@ def test_a_fine_tuned_model_answers_and_responses_survive_a_restart(server, clie
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=training.id, suffix="resp", hyperparameters={"n_epochs": 1}
     )
-    job = _finished(client, job.id)
+    job = wait(client, job.id, timeout=180)
     assert job.status == "succeeded", job.error
     tuned = client.responses.create(model=job.fine_tuned_model, input="Tweet: example 1", max_output_tokens=3, **GREEDY)
     assert tuned.model == job.fine_tuned_model and tuned.usage.output_tokens >= 1
@@ -224,13 +203,3 @@ def test_a_fine_tuned_model_answers_and_responses_survive_a_restart(server, clie
             model=job.fine_tuned_model, input="And again?", previous_response_id=tuned.id, max_output_tokens=2
         )
         assert later.previous_response_id == tuned.id
-
-
-def _finished(client, job_id, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")

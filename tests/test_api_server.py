@@ -1,6 +1,6 @@
 """The local server, driven by the real openai SDK over loopback: every endpoint, no mocks.
 
-One server (tiny-gpt2, an API key) serves the module; restart and crash tests start more.
+The session's server (conftest: tiny-gpt2, an API key) serves the module; restart and crash tests start more.
 """
 
 import io
@@ -8,57 +8,17 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
 import pytest
 import torch
+from conftest import KEY, MODEL, PAIRS, free_port, serve, upload, wait
 
 from gptnb.api import local_server
 
-KEY = "test-key-not-secret"
-MODEL = "tiny-gpt2"
-DONE = ("succeeded", "failed", "cancelled")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("api-data")
-
-
-@pytest.fixture(scope="module")
-def server(data_dir):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GPTNB_PROFILE", "tiny")  # the job runner's sizes
-        running = local_server(MODEL, data_dir=data_dir, api_key=KEY)
-        yield running
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client(max_retries=0, timeout=60)
-
-
-def upload(client, lines, name="train.jsonl"):
-    return client.files.create(file=(name, io.BytesIO("\n".join(lines).encode())), purpose="fine-tune")
-
-
-def wait(client, job_id, until=DONE, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in until:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
-
-
-PAIRS = [json.dumps({"prompt": f"Tweet: example {i}\nSentiment:", "completion": " positive"}) for i in range(6)]
 CHATS = [
     json.dumps(
         {"messages": [{"role": "user", "content": f"Tweet: sample {i}"}, {"role": "assistant", "content": "positive"}]}
@@ -284,7 +244,7 @@ def test_fine_tuning_job_lifecycle(client):
         seed=1,
         method={
             "type": "supervised",
-            "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 6, "learning_rate_multiplier": 20}},
+            "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 6, "learning_rate_multiplier": 2}},
         },
     )
     assert job.status == "queued" and job.hyperparameters.n_epochs == 20
@@ -392,44 +352,6 @@ def test_a_restarted_server_keeps_files_jobs_and_models(server, client, data_dir
 
 
 # --- the command line, and a crash --------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(data_dir, port, log):
-    env = {**os.environ, "GPTNB_PROFILE": "tiny", "GPTNB_API_KEY": KEY}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gptnb.cli",
-            "serve",
-            "--model",
-            MODEL,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=30)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        assert process.poll() is None, "gptnb serve exited"
-        try:
-            client.models.list()
-            return process, client
-        except openai.APIConnectionError:
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError("gptnb serve did not start")
 
 
 def test_gptnb_serve_survives_a_crash_mid_job(tmp_path):

@@ -15,14 +15,13 @@ import time
 import httpx
 import psutil
 import pytest
+from conftest import KEY, MODEL, wait_for
 
 from gptnb.api import local_server
 from gptnb.api.formats import training_file_examples, training_file_problem
 from gptnb.api.store import Store
 from gptnb.files import write_atomically
 
-KEY = "test-key-not-secret"
-MODEL = "tiny-gpt2"
 PAIR = json.dumps({"prompt": "Tweet: a fine day\nSentiment:", "completion": " positive"})
 BOUNDARY = "gptnb-test-boundary"
 
@@ -210,10 +209,9 @@ def test_an_upload_streams_to_the_data_folder_and_a_refused_one_leaves_nothing(s
         yield multipart_head()
         for _ in range(64):
             yield (PAIR + "\n").encode() * 256  # 16 KiB
-        deadline = time.time() + 30
-        while not arrived and time.time() < deadline:  # the body is not over: the server has part of it
-            arrived.extend(path for path in uploads_in_progress(data_dir) if path.stat().st_size)
-            time.sleep(0.05)
+        # The body is not over: the server has part of it.
+        wait_for(lambda: any(path.stat().st_size for path in uploads_in_progress(data_dir)), 30)
+        arrived.append(True)
         yield b"{oops" + MULTIPART_TAIL
 
     error = assert_openai_error(post_upload(server, body()), 400, param="file", code="invalid_file_format")
@@ -269,9 +267,7 @@ def test_more_than_two_uploads_at_once_get_429(server, data_dir):
     holding = [threading.Thread(target=slow, args=(f"slow-{i}.jsonl",)) for i in range(2)]
     for thread in holding:
         thread.start()
-    deadline = time.time() + 30
-    while len(uploads_in_progress(data_dir)) < 2 and time.time() < deadline:  # both are being received
-        time.sleep(0.05)
+    wait_for(lambda: len(uploads_in_progress(data_dir)) == 2, 30)  # both are being received
     try:
         third = post_upload(server, multipart_head() + PAIR.encode() + MULTIPART_TAIL)
     finally:

@@ -287,6 +287,64 @@ def test_metrics_and_worst_mistakes():
     assert table["text"].tolist() == ["c", "b"] and table["predicted"].tolist() == ["negative", "negative"]
 
 
+# --- one place for training settings ----------------------------------------------------------
+
+
+def test_the_cli_and_a_job_get_their_settings_from_one_function(monkeypatch):
+    """`gptnb finetune --lora` and a fine-tuning job with every hyperparameter "auto" train alike: LoRA at the
+    profile's rank and lora_learning_rate (not its full-training learning_rate), the job's epochs by OpenAI's rule."""
+    from gptnb.api.jobs import job_settings, resolve_hyperparameters
+    from gptnb.training_settings import default_epochs, training_settings
+
+    profile = gptnb.get_profile("tiny")
+    auto = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    job = job_settings(auto, 40, profile)
+    assert job == job_settings({}, 40, profile) == training_settings(profile, 40, epochs="auto", lora=True)
+    assert job.lora_rank == profile.lora_rank and job.learning_rate == profile.lora_learning_rate
+    assert job.epochs == default_epochs(40) and job.batch_size == min(profile.batch_size, 40)
+    assert resolve_hyperparameters(auto, 40, profile) == {
+        "n_epochs": job.epochs, "batch_size": job.batch_size, "learning_rate_multiplier": 1.0,
+    }  # fmt: skip
+    doubled = job_settings({"learning_rate_multiplier": 2.0, "n_epochs": 3, "batch_size": 2}, 40, profile)
+    assert (doubled.learning_rate, doubled.epochs, doubled.batch_size) == (2 * profile.lora_learning_rate, 3, 2)
+    full = training_settings(profile, 40)
+    assert full.lora_rank is None and full.learning_rate == profile.learning_rate and full.epochs == profile.epochs
+    assert training_settings(profile, 40, lora=8, learning_rate=1e-3).as_dict() == {
+        "epochs": profile.epochs, "batch_size": min(profile.batch_size, 40), "learning_rate": 1e-3, "lora_rank": 8,
+        "max_length": profile.max_length,
+    }  # fmt: skip
+
+    seen = []
+
+    def settings_only(*args, **settings):
+        seen.append(settings)
+        raise _Stop
+
+    monkeypatch.setattr(ft, "finetune", settings_only)
+    from gptnb import finetune_cli
+
+    with pytest.raises(_Stop):
+        finetune_cli._finetune(finetune_cli_args(["--lora"]))
+    chosen = {key: seen[0][key] for key in ("epochs", "batch_size", "learning_rate", "lora_rank", "max_length")}
+    assert chosen == training_settings(profile, 32, lora=True, epochs=1).as_dict()
+
+
+class _Stop(Exception):
+    """Raised in place of training, once the settings it was given are seen."""
+
+
+def finetune_cli_args(extra: list[str]):
+    """`gptnb finetune`'s parsed arguments for a small tiny-profile run, plus `extra`."""
+    import argparse
+
+    from gptnb import finetune_cli
+
+    parser = argparse.ArgumentParser()
+    finetune_cli._add_arguments(parser)
+    data = str(gptnb.paths.data_dir() / "tweets_sample.csv")
+    return parser.parse_args(["--data", data, "--out", "/nonexistent/run", *SMALL_RUN, *extra])
+
+
 # --- the command line ----------------------------------------------------------------------
 
 

@@ -4,10 +4,10 @@ priority, so that requests are answered first (`_yield_to_inference`).
 A job goes ``validating_files → queued → running → succeeded | failed | cancelled``; its events
 follow these steps, and none is logged after the job ends. Its training (and validation) file is
 copied into its folder when it is created, so deleting the uploaded file does not affect it.
-Training is `gptnb.finetune.finetune` on the job's examples (LoRA, sizes from the
-profile); every log entry becomes a ``metrics`` event. The LoRA adapter and checkpoints are
-written into the trainer's scratch folder and moved into the job's folder only when the job
-succeeds, where the server finds them to serve ``ft:`` models: a cancelled, failed or
+Training is `gptnb.finetune.finetune` on the job's examples (LoRA; its settings from
+`gptnb.training_settings`, as for ``gptnb finetune``); every log entry becomes a ``metrics`` event.
+The LoRA adapter and checkpoints are written into the trainer's scratch folder and moved into the
+job's folder only when the job succeeds, where the server finds them to serve ``ft:`` models: a cancelled, failed or
 interrupted job leaves no adapter behind.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..files import write_atomically
 from ..profiles import Profile
+from ..training_settings import AUTO, TrainingSettings, training_settings
 from .formats import Example, collect, jsonl_rows, parse_trainable, training_file_examples, training_pair
 from .store import ACTIVE, PRIVATE_FILE, Store, new_id
 
@@ -45,25 +46,31 @@ def model_name(job: dict) -> str:
     return f"ft:{job['model']}:{job.get('user_provided_suffix') or ''}:{job['id'].removeprefix('ftjob-')[:8]}"
 
 
-def default_epochs(n_examples: int) -> int:
-    """OpenAI's rule for ``n_epochs="auto"``: 3 epochs, more for tiny sets (≥100 examples seen), fewer for huge ones."""
-    if n_examples * 3 < 100:
-        return min(25, max(1, 100 // max(n_examples, 1)))
-    if n_examples * 3 > 25_000:
-        return max(1, 25_000 // n_examples)
-    return 3
+def job_settings(hyperparameters: dict, n_examples: int, profile: Profile) -> TrainingSettings:
+    """A job's training settings (`gptnb.training_settings`): LoRA at the profile's rank, and each ``"auto"``
+    (or missing) hyperparameter as `training_settings` decides it."""
+
+    def given(name: str):
+        return AUTO if hyperparameters.get(name) is None else hyperparameters[name]
+
+    return training_settings(
+        profile,
+        n_examples,
+        epochs=given("n_epochs"),
+        batch_size=given("batch_size"),
+        learning_rate_multiplier=given("learning_rate_multiplier"),
+        lora=True,
+    )
 
 
 def resolve_hyperparameters(requested: dict, n_examples: int, profile: Profile) -> dict:
-    """Replace each ``"auto"`` (or missing) hyperparameter by its value: OpenAI's epoch rule,
-    the profile's batch size (at most the number of examples), a learning-rate multiplier of 1."""
-    auto = {
-        "n_epochs": default_epochs(n_examples),
-        "batch_size": min(profile.batch_size, n_examples),
-        "learning_rate_multiplier": 1.0,
-    }
+    """The job's hyperparameters as the API shows them, each ``"auto"`` (or missing) replaced by its value."""
+    settings = job_settings(requested, n_examples, profile)
+    multiplier = requested.get("learning_rate_multiplier")
     return {
-        name: default if requested.get(name) in (None, "auto") else requested[name] for name, default in auto.items()
+        "n_epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate_multiplier": 1.0 if multiplier in (None, AUTO) else multiplier,
     }
 
 
@@ -291,11 +298,7 @@ class JobRunner:
             tokenizer,
             train,
             val,
-            epochs=hyper["n_epochs"],
-            batch_size=hyper["batch_size"],
-            learning_rate=profile.learning_rate * hyper["learning_rate_multiplier"],
-            lora_rank=profile.lora_rank,
-            max_length=profile.max_length,
+            **job_settings(hyper, len(train), profile).as_dict(),
             seed=job["seed"],
             output_dir=folder / "trainer",
             on_step=on_step,
@@ -322,7 +325,7 @@ class JobRunner:
                 "The job has successfully completed",
                 fine_tuned_model=model_name(job),
                 result_files=[results["id"]],
-                trained_tokens=round(result.tokens_per_second * result.train_seconds),
+                trained_tokens=result.trained_tokens,
             )
 
     def _log_step(self, job_id: str, log: dict, started: float) -> None:

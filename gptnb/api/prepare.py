@@ -22,8 +22,8 @@ from pathlib import Path
 from ..files import csv_rows, write_atomically
 from ..models import ModelUnavailableError, load_tokenizer
 from ..profiles import get_profile
+from ..training_settings import default_epochs
 from .formats import PROBLEMS, WARNINGS, Example, collect, example_from_pair, read_jsonl, to_record, training_pair
-from .jobs import default_epochs
 
 FORMATS = ("chat", "completion")
 MAX_LINES_SHOWN = 8
