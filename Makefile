@@ -12,9 +12,12 @@ LAB_ARGS ?=
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.gptnb-installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider
+# More pytest options for every test target, e.g. PYTEST_ARGS="-n 2 --dist loadfile" (pytest-xdist, in the dev
+# extra: loadfile keeps each notebook, and each test module's server, on one worker).
+PYTEST_ARGS ?=
+PYTEST_NB = $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider $(PYTEST_ARGS)
 
-.PHONY: install reinstall lab lab-instructor lint test test-cpu test-bf16 test-min book site assignments clean
+.PHONY: install reinstall lab lab-instructor lint test test-fast test-cpu test-bf16 test-min book site assignments clean
 
 install: $(STAMP)
 
@@ -52,6 +55,13 @@ lint: install
 # Lint, unit tests, and every notebook executed in the tiny profile (seconds each).
 test: install lint
 	GPTNB_PROFILE=tiny $(PYTEST_NB) tests $(NOTEBOOKS)
+
+# The unit tests alone, the check while editing gptnb: no notebook run, no nbgrader course, no wheel build, no
+# `gptnb serve` process stopped mid-job, nothing marked slow (the real SmolLM2). make test runs all of them.
+FAST_SKIP = tests/test_assignments.py tests/test_makefile.py tests/test_packaging.py tests/test_api_jobs.py
+test-fast: install
+	GPTNB_PROFILE=tiny $(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) \
+		$(addprefix --ignore=,$(FAST_SKIP)) tests
 
 # Every notebook in the tiny profile in a GPU's dtypes on this machine (gptnb.device.forced_dtype): bf16 as an
 # A100/H100 runs them (training included), then 01-03's inference in fp16 as a T4 does.
