@@ -145,13 +145,14 @@ def _plan_rows(prompt_ids: list[list[int]], label_ids: list[list[list[int]]], sh
 
 def _score_rows(model, rows: list[_Row], prefix: list[int], pad: int, batch_size: int, n_pairs: int) -> torch.Tensor:
     """The summed log-probability of each pair's label tokens: the rows run in batches of similar length,
-    after the key/value cache of `prefix` (computed once)."""
+    after the key/value cache of `prefix` (computed once, repeated once per batch size)."""
     device, argument = model.device, cache_argument(model)
     prefix_cache = None
     if prefix:
         prefix_cache = DynamicCache()
         model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **{argument: prefix_cache})
     scores = torch.empty(n_pairs, device=device)
+    repeated: dict[int, DynamicCache] = {}  # the prefix's cache repeated for a batch of that many rows
     rows = sorted(rows, key=lambda row: len(row.tokens))  # similar lengths, less padding
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
@@ -165,11 +166,15 @@ def _score_rows(model, rows: list[_Row], prefix: list[int], pad: int, batch_size
         mask = torch.cat([torch.ones(len(batch), len(prefix), dtype=own.dtype, device=device), own], dim=1)
         cached = {"use_cache": False}
         if prefix_cache is not None:
-            cached = {argument: prefix_copy(prefix_cache, batch=len(batch)), "use_cache": True}
+            if len(batch) not in repeated:
+                repeated[len(batch)] = prefix_copy(prefix_cache, batch=len(batch))
+            cached = {argument: repeated[len(batch)], "use_cache": True}
         first = min(n - len(targets) for row, n in zip(batch, lengths) for _, targets in row.pairs)
         logits = model(
             input_ids=ids, attention_mask=mask, logits_to_keep=torch.arange(first, width, device=device), **cached
         ).logits
+        if prefix_cache is not None:
+            cached[argument].crop(-width)  # the batch's own tokens out: the prefix alone, for the next batch
         for batch_row, (row, n) in enumerate(zip(batch, lengths)):
             for pair, targets in row.pairs:
                 label_logits = logits[batch_row, n - len(targets) - first : n - first].float().log_softmax(-1)

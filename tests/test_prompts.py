@@ -96,6 +96,16 @@ def test_batched_equals_one_by_one(loaded):
     torch.testing.assert_close(batched, mixed, atol=1e-4, rtol=1e-4)
 
 
+def test_the_cached_prefix_scorer_equals_plain_forward_passes(loaded):
+    """The fast path (the shared prefix's cache computed once, reused batch after batch of the same size) gives
+    the log-probabilities of one plain forward pass over each whole prompt + label."""
+    model, tokenizer = loaded
+    prompts = few_shot_prompts() * 2  # 10 prompts in batches of 3, 3, 3, 1: the repeated cache is reused
+    scores = label_logprobs(model, tokenizer, prompts, LABELS, batch_size=3)
+    expected = torch.tensor([[by_hand(model, tokenizer, p, label) for label in LABELS] for p in prompts])
+    torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_predict_labels_is_argmax(loaded):
     model, tokenizer = loaded
     prompts = few_shot_prompts()
