@@ -111,7 +111,7 @@ def paired_share_difference(
     pred_a, pred_b, *, label: int = 1, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict:
     """share(a) - share(b) of tweets predicted `label`, the same tweets under two prompts, with a paired
-    bootstrap interval (as `paired_difference`; ``metric`` is ``"share predicted <label>"``).
+    bootstrap interval (as `paired_difference`; ``metric`` is ``"share predicted label <label>"``).
 
     This measures a pull on the answers rather than their accuracy: e.g. how many more tweets are called
     positive when the last example of the prompt is positive than when it is negative.
@@ -119,7 +119,7 @@ def paired_share_difference(
     pred_a, pred_b = (a == label for a in _checked(pred_a, pred_b))
     rows = np.random.default_rng(seed).integers(0, len(pred_a), size=(n_resamples, len(pred_a)))
     resampled = pred_a[rows].mean(axis=1) - pred_b[rows].mean(axis=1)
-    return _difference(resampled, float(pred_a.mean() - pred_b.mean()), f"share predicted {label}", level)
+    return _difference(resampled, float(pred_a.mean() - pred_b.mean()), f"share predicted label {label}", level)
 
 
 def winner_stability(
@@ -158,7 +158,7 @@ def verdict(d: dict, a: str, b: str) -> str:
     includes 0 and these tweets cannot tell them apart."""
     said = f"{a} − {b}: {d['metric']} {format_difference(d)}"
     if d["includes_zero"]:
-        return f"{said}: the 95 % interval includes 0, so these tweets cannot tell them apart"
+        return f"{said}, so these tweets cannot tell them apart"
     return f"{said}: {a} is {'higher' if d['difference'] > 0 else 'lower'}, beyond the noise of these tweets"
 
 

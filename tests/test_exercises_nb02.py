@@ -5,7 +5,7 @@ import torch
 
 import gptnb
 from gptnb.exercises import NOT_ANSWERED, RIGHT, nb02
-from gptnb.prompts import label_logprobs
+from gptnb.results import paired_share_difference
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,15 @@ def calibrated_probs(scores, content_free_scores):
     return q / q.sum(-1, keepdim=True)
 
 
-def recency_shares(model, tokenizer, prompt, negative, positive, texts):
-    def share(examples):
-        prompts = [prompt.render(text, examples) for text in texts]
-        return label_logprobs(model, tokenizer, prompts, list(prompt.label_words)).argmax(-1).float().mean().item()
+def predicted_pull():
+    return "positive"
 
-    return share([negative, positive]), share([positive, negative])
+
+def recency_pull(predict, prompt, negative, positive, texts):
+    def predictions(examples):
+        return predict([prompt.render(text, examples) for text in texts])
+
+    return paired_share_difference(predictions([negative, positive]), predictions([positive, negative]))
 
 
 def run(check, answer, *args, capsys):
@@ -138,17 +141,52 @@ def test_calibrated_probs(capsys, wrong, told):
     assert not passed and told in line, line
 
 
-def test_recency_shares(capsys, tiny):
-    assert run(nb02.check_recency_shares, recency_shares, *tiny, capsys=capsys) == (True, f"Exercise 2.4: {RIGHT}")
-    for wrong, told in [
-        (lambda *args: recency_shares(*args)[0], "return two numbers"),
-        (lambda *args: (2.0, 0.5), "between 0 and 1"),
-        (lambda m, t, p, n, pos, texts: recency_shares(m, t, p, n, pos, texts[:3]), "not those of"),
-    ]:
-        passed, line = run(nb02.check_recency_shares, wrong, *tiny, capsys=capsys)
-        assert not passed and told in line, line
-    passed, line = run(nb02.check_recency_shares, placeholder, *tiny, capsys=capsys)
-    assert not passed and NOT_ANSWERED in line
+def test_recency_pull_right_and_placeholder(capsys):
+    assert run(nb02.check_recency_pull, predicted_pull, recency_pull, capsys=capsys) == (True, f"Exercise 2.4: {RIGHT}")
+    for prediction, answer in [(placeholder, recency_pull), (predicted_pull, placeholder)]:
+        passed, line = run(nb02.check_recency_pull, prediction, answer, capsys=capsys)
+        assert not passed and NOT_ANSWERED in line
+
+
+def unpaired(predict, prompt, negative, positive, texts):
+    right = recency_pull(predict, prompt, negative, positive, texts)
+    return {**right, "low": right["low"] - 0.1}
+
+
+@pytest.mark.parametrize(
+    "prediction, answer, told",
+    [
+        (lambda: "up", recency_pull, "must return one of 'positive', 'negative', 'none'"),
+        (predicted_pull, lambda p, pr, n, pos, texts: recency_pull(p, pr, pos, n, texts), "swapped"),
+        (predicted_pull, unpaired, "right but not its interval"),
+        (predicted_pull, lambda p, pr, n, pos, texts: recency_pull(p, pr, n, pos, texts[:3]), "is not the share"),
+        (predicted_pull, lambda p, pr, n, pos, texts: recency_pull(p, pr, n, n, texts), "is not the share"),
+        (predicted_pull, lambda *args: 0.25, "return the dict"),
+    ],
+)
+def test_recency_pull(capsys, prediction, answer, told):
+    passed, line = run(nb02.check_recency_pull, prediction, answer, capsys=capsys)
+    assert not passed and line.startswith("Exercise 2.4: not yet:") and told in line, line
+
+
+def test_the_stand_in_classifier_has_a_pull_the_check_can_see():
+    negative, positive = ("Worst service I have ever had.", 0), ("What a lovely surprise this was!", 1)
+    pull = recency_pull(nb02._recency_biased(negative, positive), nb02.TWEETS, negative, positive, nb02.CHECK_TWEETS)
+    assert pull["difference"] > 0  # a swapped answer gives its opposite, not the same number
+
+
+@pytest.mark.parametrize(
+    "difference, low, high, direction",
+    [(0.1, 0.02, 0.18, "positive"), (-0.1, -0.18, -0.02, "negative"), (0.05, -0.01, 0.11, "none")],
+)
+def test_prediction_verdict_compares_with_the_measured_direction(difference, low, high, direction):
+    pull = {"difference": difference, "low": low, "high": high, "includes_zero": low <= 0 <= high}
+    assert nb02.pull_direction(pull) == direction
+    line = nb02.prediction_verdict(lambda: direction, pull, "60 tweets")
+    assert line.startswith(f"Exercise 2.4: you predicted {direction!r}") and line.endswith("your prediction matched")
+    other = next(p for p in nb02.PULLS if p != direction)
+    assert "not what you predicted" in nb02.prediction_verdict(lambda: other, pull, "60 tweets")
+    assert "write your prediction" in nb02.prediction_verdict(placeholder, pull, "60 tweets")
 
 
 def test_a_wrong_answer_raises_under_nbgrader(monkeypatch, capsys):

@@ -1,8 +1,9 @@
 """Notebook 02 (prompting): checks for its exercises and its quiz questions.
 
 Exercises: 2.1 render the original lesson's few-shot prompt from examples; 2.2 score each label word
-by its log-probability; 2.3 contextual calibration; 2.4 measure whether the last example's label pulls
-the answers. Every check computes its reference here, independently of the learner's notebook.
+by its log-probability; 2.3 contextual calibration; 2.4 predict which way the last example's label pulls
+the answers, then measure it with a paired interval. Every check computes its reference here,
+independently of the learner's notebook.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..prompts import FewShotPrompt, calibrate, content_free_prior, label_logprobs
+from ..results import format_difference, paired_share_difference
 from . import Choice, call_answer, report
 
 # The original lesson's few-shot prompt ("GPT models", A Lazy Data Science Guide), as its GPT-2 code writes it:
@@ -143,32 +145,76 @@ def check_calibrated_probs(calibrated_probs) -> bool:
     return report("2.3", check)
 
 
-def check_recency_shares(recency_shares, model, tokenizer) -> bool:
-    """Exercise 2.4: `recency_shares(...)` is the share of texts predicted positive with each example last."""
-    negative, positive = ("Worst service I have ever had.", 0), ("What a lovely surprise this was!", 1)
+PULLS = ("positive", "negative", "none")  # which way the last example pulls the answers: towards its label, or not
 
-    def share_positive(examples):
-        prompts = [TWEETS.render(text, examples) for text in CHECK_TWEETS]
-        return label_logprobs(model, tokenizer, prompts, list(TWEETS.label_words)).argmax(-1).float().mean().item()
+
+def pull_direction(pull: dict) -> str:
+    """What a paired difference (positive last − negative last) says: "none" when its interval includes 0,
+    else the label the last example pulls the answers towards."""
+    if pull["includes_zero"]:
+        return "none"
+    return "positive" if pull["difference"] > 0 else "negative"
+
+
+def _recency_biased(negative, positive):
+    """A stand-in classifier with a known recency bias, for checking exercise 2.4 without a model: it answers
+    the label of the example that comes last in the prompt for half the tweets, and 'positive' for a "!"."""
+
+    def predict(prompts):
+        labels = []
+        for prompt in prompts:
+            query = prompt.rsplit("Tweet:", 1)[-1]
+            last = int(prompt.rfind(positive[0]) > prompt.rfind(negative[0]))
+            labels.append(last if len(query) % 2 else int("!" in query))
+        return labels
+
+    return predict
+
+
+def check_recency_pull(predicted_pull, recency_pull) -> bool:
+    """Exercise 2.4: `predicted_pull()` is a prediction written down first, and `recency_pull(predict, prompt,
+    negative_example, positive_example, texts)` measures the pull of the last example as a paired difference."""
+    negative, positive = ("Worst service I have ever had.", 0), ("What a lovely surprise this was!", 1)
+    predict = _recency_biased(negative, positive)
+
+    def predictions(examples):
+        return [predict([TWEETS.render(text, examples)])[0] for text in CHECK_TWEETS]
 
     def check():
-        got = call_answer(recency_shares, model, tokenizer, TWEETS, negative, positive, list(CHECK_TWEETS))
-        assert isinstance(got, (tuple, list)) and len(got) == 2, (
-            "return two numbers: (share positive with the positive example last, share with the negative last)"
+        guess = call_answer(predicted_pull)
+        assert guess in PULLS, f"predicted_pull() must return one of {', '.join(map(repr, PULLS))}, got {guess!r}"
+        got = call_answer(recency_pull, predict, TWEETS, negative, positive, list(CHECK_TWEETS))
+        assert isinstance(got, dict) and {"difference", "low", "high"} <= set(got), (
+            "return the dict that paired_share_difference(...) gives (difference, low, high, ...)"
         )
-        got = tuple(float(share) for share in got)
-        assert all(0 <= share <= 1 for share in got), f"shares lie between 0 and 1, got {got}"
-        expected = (share_positive([negative, positive]), share_positive([positive, negative]))
-        if all(abs(a - b) < 1e-6 for a, b in zip(got, expected)):
+        expected = paired_share_difference(predictions([negative, positive]), predictions([positive, negative]))
+        if all(abs(float(got[key]) - expected[key]) < 1e-9 for key in ("difference", "low", "high")):
             return
-        if all(abs(a - b) < 1e-6 for a, b in zip(got, expected[::-1])):
-            raise AssertionError("the two shares are swapped: first the prompts whose last example is positive")
+        if abs(float(got["difference"]) + expected["difference"]) < 1e-9:
+            raise AssertionError("the two orders are swapped: first the prompts whose last example is positive")
+        if abs(float(got["difference"]) - expected["difference"]) < 1e-9:
+            raise AssertionError(
+                "the difference is right but not its interval: give paired_share_difference the two orders' "
+                "predictions on the same texts, in the same order, with its default resamples and seed"
+            )
         raise AssertionError(
-            f"your shares {got} are not those of label scoring (argmax of the labels' "
-            f"log-probabilities) on the {len(CHECK_TWEETS)} texts with the two orders"
+            f"your difference {float(got['difference']):+.3f} is not the share of the {len(CHECK_TWEETS)} texts "
+            "predicted positive with the positive example last minus that with the negative one last"
         )
 
     return report("2.4", check)
+
+
+def prediction_verdict(predicted_pull, pull: dict, where: str) -> str:
+    """One line for exercise 2.4: the learner's prediction against the direction `pull` measured on `where`."""
+    measured = pull_direction(pull)
+    said = f"measured on {where}: {format_difference(pull)}, so {measured!r}"
+    try:
+        guess = predicted_pull()
+    except NotImplementedError:
+        return f"Exercise 2.4: {said}; write your prediction in predicted_pull() before you run this again"
+    verdict = "your prediction matched" if guess == measured else "not what you predicted: what does that teach?"
+    return f"Exercise 2.4: you predicted {guess!r}; {said}: {verdict}"
 
 
 QUIZ_ONE_PROMPT = (
