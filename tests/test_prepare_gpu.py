@@ -129,3 +129,18 @@ def test_gpu_notebooks_reads_the_bundles_caches_and_stays_offline(tmp_path, monk
     environ = runner.os.environ
     assert environ["GPTNB_CACHE"] == str(tmp_path / "cache") and environ["HF_HOME"] == str(tmp_path / "hf")
     assert environ["GPTNB_OFFLINE"] == environ["HF_HUB_OFFLINE"] == environ["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_have_leaves_out_what_the_gpu_machine_has(prepare, capsys, tmp_path, monkeypatch):
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("# pip freeze\nTransformers==5.17.0\nscikit_learn==1.6.0\nnbclient @ file:///x\n-e /src\n")
+    listed = _listed(prepare, capsys, "--have", str(freeze))
+    assert {"wheels/transformers-*.whl", "wheels/scikit_learn-*.whl", "wheels/nbclient-*.whl"}.isdisjoint(listed)
+    assert "wheels/datasets-*.whl" in listed and "wheels/torch-*.whl" in listed
+
+    def fake_pip(*args):
+        install = [{"metadata": {"name": name, "version": "1.0"}} for name in ("transformers", "scikit-learn", "gguf")]
+        Path(args[args.index("--report") + 1]).write_text(json.dumps({"install": install}))
+
+    monkeypatch.setattr(prepare, "pip", fake_pip)
+    assert prepare.resolve(prepare.parse(["b", "--have", str(freeze)]), ["gguf"]) == ["gguf==1.0"]
