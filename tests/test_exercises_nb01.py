@@ -57,6 +57,8 @@ def told(check, answer, capsys):
         (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(scale=False), "sqrt(head size)"),
         (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: q, "query head 0"),
         (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: k, "shape"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: q / 0 * 0, "NaN"),
+        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: x / 0 * 0, "position 0"),
         (
             nb01.check_rms_norm,
             "1.3",
