@@ -383,3 +383,24 @@ def scores_with_intervals(table, metrics=("accuracy", "macro_f1"), title: str = 
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     return ax
+
+
+def cache_timing(per_token, title: str = "One new token, with and without the key/value cache", axes=None):
+    """Left: the measured milliseconds per new token against the text's length, one line per column of
+    `per_token` (indexed by length). Right: the seconds to grow the text from the first length to each length,
+    the sum of those per-token times (trapezoids between the measured lengths)."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")[1]
+    lengths = per_token.index.to_numpy(dtype=float)
+    for column in per_token.columns:
+        ms = per_token[column].to_numpy(dtype=float)
+        axes[0].plot(lengths, ms, marker="o", label=column)
+        grown = np.concatenate([[0.0], np.cumsum((ms[1:] + ms[:-1]) / 2 * np.diff(lengths))]) / 1000
+        axes[1].plot(lengths, grown, marker="o", label=column)
+    axes[0].set_ylabel("milliseconds per new token")
+    axes[1].set_ylabel(f"seconds to grow the text from {int(lengths[0])} tokens")
+    for ax in axes:
+        ax.set_xlabel("tokens in the text")
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    axes[0].figure.suptitle(title)
+    return axes
