@@ -1,5 +1,9 @@
 """Notebook 04's exercise checks: a right answer passes; a wrong one and the placeholder are told apart."""
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -36,8 +40,13 @@ def right_padding_collator(examples, pad_token_id):
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def lora_params(shapes, rank):
-    return sum(rank * (n_in + n_out) for n_in, n_out in shapes)
+def loss_labels(input_ids, attention_mask, prompt_lengths, loss_on):
+    labels = torch.full_like(input_ids, -100)
+    for row in range(len(input_ids)):
+        first = int((attention_mask[row] == 0).sum())
+        start = first + (prompt_lengths[row] if loss_on == "completion" else 1)
+        labels[row, start:] = input_ids[row, start:]
+    return labels
 
 
 def run(check, answer, *args, capsys):
@@ -129,18 +138,71 @@ def test_right_padding_collator(capsys, wrong, told):
     assert_told(nb04.check_right_padding_collator, "4.2", right_padding_collator, wrong, told, capsys=capsys)
 
 
+@pytest.fixture(scope="module")
+def examples(tokenizer):
+    pairs = [
+        ("Tweet: ok\nSentiment:", " positive"),
+        ("Tweet: the train was late again and nobody told us why\nSentiment:", " negative"),
+        ("Tweet: lovely lunch with my sister\nSentiment:", " positive"),
+    ]
+    return encode_pairs(tokenizer, pairs, 64)
+
+
+def by_id(input_ids, attention_mask, prompt_lengths, loss_on):
+    labels = loss_labels(input_ids, attention_mask, prompt_lengths, loss_on)
+    return labels.masked_fill(input_ids == 50256, -100)  # tiny-gpt2's pad id is its end-of-text id
+
+
+def first_token_learned(input_ids, attention_mask, prompt_lengths, loss_on):
+    labels = loss_labels(input_ids, attention_mask, prompt_lengths, loss_on)
+    return torch.where(attention_mask == 1, input_ids, -100) if loss_on == "all" else labels
+
+
+def prompt_always_masked(input_ids, attention_mask, prompt_lengths, loss_on):
+    return loss_labels(input_ids, attention_mask, prompt_lengths, "completion")
+
+
+def prompt_never_masked(input_ids, attention_mask, prompt_lengths, loss_on):
+    return loss_labels(input_ids, attention_mask, prompt_lengths, "all")
+
+
+def padding_learned(input_ids, attention_mask, prompt_lengths, loss_on):
+    labels = loss_labels(input_ids, attention_mask, prompt_lengths, loss_on)
+    return torch.where(attention_mask == 0, input_ids, labels)
+
+
+def shifted(input_ids, attention_mask, prompt_lengths, loss_on):
+    labels = loss_labels(input_ids, attention_mask, prompt_lengths, loss_on)
+    return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
+
+
 @pytest.mark.parametrize(
     "wrong, told",
     [
-        (lambda shapes, rank: sum(rank * n_in * n_out for n_in, n_out in shapes), "two thin matrices"),
-        (lambda shapes, rank: rank * sum(shapes[0]), "not only the first"),
-        (lambda shapes, rank: 2 * lora_params(shapes, rank), "too large"),
-        (lambda shapes, rank: lora_params(shapes, rank) - 1, "too small"),
-        (lambda shapes, rank: str(lora_params(shapes, rank)), "return a number"),
+        (by_id, "find padding by position, not by id"),
+        (first_token_learned, "loss_on='all': row 0, column"),
+        (first_token_learned, "nothing predicts it"),
+        (prompt_always_masked, "loss_on='all'"),
+        (prompt_always_masked, "the prompt is learned"),
+        (prompt_never_masked, "loss_on='completion'"),
+        (padding_learned, "is padding: its label must be -100"),
+        (shifted, "do not shift"),
+        (lambda ids, mask, lengths, loss_on: loss_labels(ids, mask, lengths, loss_on).clamp(max=5), "its token id"),
+        (lambda ids, mask, lengths, loss_on: loss_labels(ids, mask, lengths, loss_on)[:, 1:], "shape"),
+        (lambda ids, mask, lengths, loss_on: loss_labels(ids, mask, lengths, loss_on).tolist(), "return a tensor"),
     ],
 )
-def test_lora_params(capsys, wrong, told):
-    assert_told(nb04.check_lora_params, "4.3", lora_params, wrong, told, capsys=capsys)
+def test_loss_labels(capsys, examples, wrong, told):
+    assert_told(nb04.check_loss_labels, "4.3", loss_labels, wrong, told, examples, 50256, capsys=capsys)
+
+
+def test_loss_labels_reference_is_the_collators(tokenizer, examples):
+    """The reference answer writes, at full width, the labels CompletionCollator keeps in its last columns."""
+    for loss_on in ("completion", "all"):
+        batch = CompletionCollator(tokenizer.pad_token_id, loss_on)(examples)
+        ours = loss_labels(batch["input_ids"], batch["attention_mask"], [e["prompt_length"] for e in examples], loss_on)
+        keep = batch["labels"].shape[1]
+        assert torch.equal(ours[:, -keep:], batch["labels"]) and (ours[:, :-keep] == -100).all()
 
 
 def test_a_wrong_answer_raises_while_nbgrader_grades(capsys, monkeypatch, tokenizer):
@@ -150,9 +212,9 @@ def test_a_wrong_answer_raises_while_nbgrader_grades(capsys, monkeypatch, tokeni
     with pytest.raises(AssertionError, match="Exercise 4.2: not yet"):
         nb04.check_right_padding_collator(mask_by_id)
     with pytest.raises(AssertionError, match="Exercise 4.3: not yet"):
-        nb04.check_lora_params(lambda shapes, rank: 0)
+        nb04.check_loss_labels(prompt_never_masked, encode_pairs(tokenizer, nb04.CHECK_PAIRS, 64), 50256)
     with pytest.raises(AssertionError, match=NOT_ANSWERED):
-        nb04.check_lora_params(placeholder)
+        nb04.check_loss_labels(placeholder, encode_pairs(tokenizer, nb04.CHECK_PAIRS, 64), 50256)
 
 
 @pytest.mark.parametrize("question", [nb04.QUIZ_PAD_BY_POSITION, nb04.QUIZ_EVAL_TUPLE, nb04.QUIZ_LORA_ZERO])
@@ -181,3 +243,18 @@ def test_the_notebooks_loss_by_hand_check_can_fail():
     unshifted = -outputs.logits.log_softmax(-1).gather(-1, batch["labels"].clamp(min=0).unsqueeze(-1)).squeeze(-1)
     with pytest.raises(AssertionError):
         torch.testing.assert_close(unshifted[batch["labels"] != -100].mean(), outputs.loss.float())
+
+
+def test_the_notebooks_quiz_questions_and_choices_are_in_its_markdown():
+    """Each quiz cell follows a markdown cell with its question and every choice, readable without running."""
+    notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "04_finetuning.ipynb").read_text())["cells"]
+    found = 0
+    for before, cell in zip(notebook, notebook[1:]):
+        called = re.search(r"quiz\(\*nb04\.(\w+)\)", "".join(cell["source"]))
+        if called:
+            found += 1
+            text, choices = getattr(nb04, called.group(1))
+            markdown = "".join(before["source"])
+            assert before["cell_type"] == "markdown" and text in markdown, called.group(1)
+            assert all(f"- {choice.text}" in markdown for choice in choices), called.group(1)
+    assert found == 3

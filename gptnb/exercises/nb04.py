@@ -1,8 +1,9 @@
 """Notebook 04 (fine-tuning): checks for its exercises and its quiz questions.
 
 Exercises: 4.1 one training example's input ids and labels; 4.2 a collator that pads on the right and
-masks padding and prompt with -100; 4.3 LoRA's trainable parameters by formula. Every check computes its
-reference here (from the tokenizer, from known answers, or from peft itself), independently of the notebook.
+masks padding and prompt with -100; 4.3 which positions of a left-padded batch get -100 for label-only and
+whole-sequence training. Every check computes its reference here (from the tokenizer, from known answers, or
+from `gptnb.collate.CompletionCollator` on a real batch), independently of the notebook's answer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..collate import IGNORE_INDEX as IGNORE
+from ..collate import LOSS_ON, CompletionCollator
 from . import Choice, call_answer, report
 
 CHECK_PAIRS = [
@@ -117,37 +119,6 @@ def check_right_padding_collator(right_padding_collator) -> bool:
     return report("4.2", check)
 
 
-def _tiny_models():
-    """Two small random models, built from configs in memory: a GPT-2 (fused q/k/v `c_attn`) and a Llama-style
-    one whose key/value heads are fewer than its query heads (grouped-query attention)."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
-
-    torch.manual_seed(0)
-    return [
-        (
-            "a tiny GPT-2",
-            AutoModelForCausalLM.from_config(
-                GPT2Config(
-                    n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=100, bos_token_id=0, eos_token_id=0
-                )
-            ),
-        ),
-        (
-            "a tiny Llama-style model",
-            AutoModelForCausalLM.from_config(
-                LlamaConfig(
-                    hidden_size=32,
-                    intermediate_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    vocab_size=100,
-                )
-            ),
-        ),
-    ]
-
-
 def lora_shapes(model) -> list[tuple[int, int]]:
     """(in_features, out_features) of every weight matrix a LoRA-wrapped `model` adapts, read from its adapters."""
     return [
@@ -157,32 +128,68 @@ def lora_shapes(model) -> list[tuple[int, int]]:
     ]
 
 
-def check_lora_params(lora_params) -> bool:
-    """Exercise 4.3: `lora_params(shapes, rank)` is the number of parameters LoRA of `rank` trains."""
-    from ..lora import add_lora, count_trainable
+def _reference_labels(batch: dict) -> torch.Tensor:
+    """The collator's labels at full width: it keeps only the last ``logits_to_keep`` columns, -100 before them."""
+    labels = torch.full_like(batch["input_ids"], IGNORE)
+    labels[:, labels.shape[1] - batch["labels"].shape[1] :] = batch["labels"]
+    return labels
+
+
+def _why_wrong(got: torch.Tensor, batch: dict, prompt_lengths: list[int], loss_on: str, pad_token_id: int) -> str:
+    """What a wrong `loss_labels` answer did, read from the first row and column where it departs."""
+    expected, mask, ids = _reference_labels(batch), batch["attention_mask"], batch["input_ids"]
+    if torch.equal(got[:, :-1], expected[:, 1:]) or torch.equal(got[:, 1:], expected[:, :-1]):
+        return "do not shift the labels: the model compares column t's prediction with the label at t + 1 itself"
+    for row in range(len(ids)):
+        first = int((mask[row] == 0).sum())  # left padding: the column of the row's first real token
+        for column in range(ids.shape[1]):
+            if int(got[row, column]) == int(expected[row, column]):
+                continue
+            where = f"row {row}, column {column}"
+            if column < first:
+                return f"{where} is padding: its label must be -100 (find padding with the attention mask)"
+            if column == first and loss_on == "all":
+                return (
+                    f"{where} is the row's first real token: only padding comes before it, so nothing predicts it "
+                    "and its label is -100, even with loss_on='all'"
+                )
+            if column < first + prompt_lengths[row]:
+                if loss_on == "completion":
+                    return f"{where} is in the prompt: with loss_on='completion' the prompt's labels are -100"
+                return f"{where} is in the prompt: with loss_on='all' the prompt is learned: its label is its token id"
+            if int(ids[row, column]) == pad_token_id and int(got[row, column]) == IGNORE:
+                return (
+                    f"{where} is the end-of-text token that ends the completion: it has the pad id but is not "
+                    "padding, so it stays a label (find padding by position, not by id)"
+                )
+            return (
+                f"{where}: the label must be {int(expected[row, column])} (its token id), yours is "
+                f"{int(got[row, column])}"
+            )
+    return "the labels differ from the collator's"
+
+
+def check_loss_labels(loss_labels, examples: list[dict], pad_token_id: int) -> bool:
+    """Exercise 4.3: `loss_labels(input_ids, attention_mask, prompt_lengths, loss_on)` writes the labels of a
+    left-padded batch as `CompletionCollator` does, for both values of `loss_on`; checked on a batch of `examples`
+    (the shortest, a middle and the longest, so that two rows have padding)."""
+    by_length = sorted(examples, key=lambda example: len(example["input_ids"]))
+    chosen = [by_length[0], by_length[len(by_length) // 2], by_length[-1]]
+    prompt_lengths = [example["prompt_length"] for example in chosen]
 
     def check():
-        for rank in (4, 8):
-            for name, model in _tiny_models():
-                wrapped = add_lora(model, rank)
-                shapes = lora_shapes(wrapped)
-                expected = count_trainable(wrapped)[0]
-                got = call_answer(lora_params, list(shapes), rank)
-                assert isinstance(got, (int, float)) and not isinstance(got, bool), (
-                    f"return a number, got {type(got).__name__}"
-                )
-                if got == expected:
-                    continue
-                if got == sum(rank * n_in * n_out for n_in, n_out in shapes):
-                    raise AssertionError("that is rank x in x out: LoRA stores two thin matrices, not a full one")
-                if got == sum(n_in * n_out for n_in, n_out in shapes):
-                    raise AssertionError("that is the size of the frozen matrices themselves: count A and B")
-                one = shapes[0]
-                assert got != rank * (one[0] + one[1]), "add up A and B of every adapted matrix, not only the first"
-                raise AssertionError(
-                    f"with rank {rank} on {name} (adapted matrices, in x out: {shapes}) your "
-                    f"count is {'too large' if got > expected else 'too small'}"
-                )
+        for loss_on in LOSS_ON:
+            batch = CompletionCollator(pad_token_id, loss_on)(chosen)
+            got = call_answer(
+                loss_labels, batch["input_ids"].clone(), batch["attention_mask"].clone(), list(prompt_lengths), loss_on
+            )
+            assert torch.is_tensor(got), f"return a tensor, got {type(got).__name__}"
+            assert got.shape == batch["input_ids"].shape, (
+                f"the labels must have input_ids' shape {tuple(batch['input_ids'].shape)}, got {tuple(got.shape)}"
+            )
+            if not torch.equal(got.long(), _reference_labels(batch)):
+                why = _why_wrong(got, batch, prompt_lengths, loss_on, pad_token_id)
+                raise AssertionError(f"loss_on={loss_on!r}: {why}")
 
     return report("4.3", check)
 
