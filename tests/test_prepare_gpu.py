@@ -8,12 +8,12 @@ from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from gptnb.models import spec_for
 from gptnb.offline_model import SMOLLM2_GGUF, SMOLLM2_WHEEL
 from gptnb.profiles import PROFILES
 
+tomllib = pytest.importorskip("tomllib", reason="the script needs Python 3.11 (tomllib)")
 REPO = Path(__file__).resolve().parent.parent
 
 
