@@ -201,16 +201,16 @@ QUIZ_PAD_BY_POSITION = (
     ),
     [
         Choice(
-            "The model never learns to stop after the label word",
-            True,
-            "Right: the end-of-text token that ends each completion has the pad id too, so it leaves the loss; "
-            "the model is never taught to end its answer. Masking by position keeps it.",
-        ),
-        Choice(
             "Nothing: padding and end-of-text play the same role",
             False,
             "They do not: padding is filler the model must ignore; the end-of-text token after the label is "
             "something it must learn to write.",
+        ),
+        Choice(
+            "The model never learns to stop after the label word",
+            True,
+            "Right: the end-of-text token that ends each completion has the pad id too, so it leaves the loss; "
+            "the model is never taught to end its answer. Masking by position keeps it.",
         ),
         Choice(
             "The attention mask stops working",
@@ -233,12 +233,6 @@ QUIZ_EVAL_TUPLE = (
     ),
     [
         Choice(
-            "At the first evaluation, after a whole epoch of training",
-            True,
-            "Right: the Trainer only touches eval_dataset when it evaluates, so the run trains for an epoch first "
-            "and then fails on data that is not a list of tokenized examples. Check your data before long runs.",
-        ),
-        Choice(
             "At once, when Trainer(...) is created",
             False,
             "The Trainer does not look inside eval_dataset when it is built; that is why the bug costs an epoch.",
@@ -248,6 +242,12 @@ QUIZ_EVAL_TUPLE = (
             False,
             "The Trainer does not tokenize: the collator receives the dataset's items as they are.",
         ),
+        Choice(
+            "At the first evaluation, after a whole epoch of training",
+            True,
+            "Right: the Trainer only touches eval_dataset when it evaluates, so the run trains for an epoch first "
+            "and then fails on data that is not a list of tokenized examples. Check your data before long runs.",
+        ),
         Choice("Only on a GPU", False, "Nothing about this depends on the device."),
     ],
 )
@@ -256,15 +256,15 @@ QUIZ_LORA_ZERO = (
     "LoRA adds B @ A to a frozen weight matrix, with B filled with zeros at the start. Why zeros?",
     [
         Choice(
+            "So that fewer parameters are trained",
+            False,
+            "The count is r x (in + out) per matrix whatever the starting values.",
+        ),
+        Choice(
             "So that the wrapped model starts out computing exactly what the pretrained model did",
             True,
             "Right: B @ A is zero until training moves B, so training starts from the pretrained model's "
             "behaviour, not from a random disturbance of it.",
-        ),
-        Choice(
-            "So that fewer parameters are trained",
-            False,
-            "The count is r x (in + out) per matrix whatever the starting values.",
         ),
         Choice("Because zeros need no memory", False, "A zero takes the same memory as any other number."),
         Choice(
