@@ -203,10 +203,14 @@ def sampling_filters(
     `before` and every value of `after` are probabilities of `tokens`, each renormalised over the whole
     vocabulary; a token a filter removed has probability 0.
     """
-    if axes is None:
-        axes = plt.subplots(
-            1, len(after), figsize=(4.6 * len(after), 1.2 + 0.32 * len(tokens)), sharey=True, layout="constrained"
-        )[1]
+    if axes is None:  # two panels a row: four in one row shrink to unreadable text in a notebook's width
+        columns, rows = min(2, len(after)), -(-len(after) // 2)
+        height = rows * (1.2 + 0.32 * len(tokens))
+        grid = plt.subplots(rows, columns, figsize=(4.6 * columns, height), sharey=True, layout="constrained")[1]
+        axes = np.atleast_1d(grid).ravel()
+        for ax in axes[len(after) :]:
+            ax.set_visible(False)
+        axes = axes[: len(after)]
     axes = np.atleast_1d(axes)
     labels = [repr(token)[1:-1] for token in tokens]
     rows = np.arange(len(tokens))
@@ -220,7 +224,10 @@ def sampling_filters(
         ax.set_title(name)
         ax.legend(loc="lower right")
     axes[0].invert_yaxis()  # most likely on top (the panels share this axis)
-    axes[0].set_ylabel("next token")
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        if spec is None or spec.is_first_col():
+            ax.set_ylabel("next token")
     axes[0].figure.suptitle(title)
     return axes
 

@@ -42,3 +42,13 @@ def test_grouped_bars_legend_stays_inside_its_axes():
         legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
         assert frame.x0 <= legend.x0 and legend.x1 <= frame.x1, (legend, frame)
     plt.close(fig)
+
+
+def test_sampling_filters_puts_two_panels_a_row():
+    tokens, before = ["a", "b", "c"], np.array([0.5, 0.3, 0.2])
+    after = {f"setting {k}": before for k in range(4)}  # notebook 03's four settings
+    axes = plots.sampling_filters(tokens, before, after)
+    figure = axes[0].figure
+    assert len(axes) == 4 and figure.get_figwidth() <= 10, figure.get_size_inches()
+    assert [ax.get_ylabel() for ax in axes] == ["next token", "", "next token", ""]
+    plt.close(figure)
