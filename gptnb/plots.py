@@ -63,7 +63,7 @@ def family_sizes(table, ax=None):
         ax.annotate(row["model"], (row["year"], row[column]), xytext=(7, -3), textcoords="offset points", fontsize=9)
     ax.set_yscale("log")
     ax.set_xticks(range(table["year"].min(), table["year"].max() + 1))
-    ax.set_xlim(table["year"].min() - 0.5, table["year"].max() + 1.2)
+    ax.set_xlim(table["year"].min() - 0.5, table["year"].max() + 1.6)  # room for the last year's labels
     ax.set_xlabel("year released")
     ax.set_ylabel(f"parameters ({column.replace('_params', '')}, log scale)")
     ax.set_title("The GPT family: size by year")

@@ -52,3 +52,19 @@ def test_sampling_filters_puts_two_panels_a_row():
     assert len(axes) == 4 and figure.get_figwidth() <= 10, figure.get_size_inches()
     assert [ax.get_ylabel() for ax in axes] == ["next token", "", "next token", ""]
     plt.close(figure)
+
+
+def test_family_sizes_labels_stay_inside_the_frame():
+    table = pd.DataFrame(
+        {
+            "model": ["GPT-1", "GPT-3 175B", "SmolLM2-135M"],
+            "year": [2018, 2020, 2024],
+            "open_weights": [True, False, True],
+            "computed_params": [1.2e8, 1.75e11, 1.35e8],
+        }
+    )
+    ax = plots.family_sizes(table)
+    ax.figure.canvas.draw()
+    frame = ax.get_window_extent()
+    assert all(text.get_window_extent().x1 < frame.x1 for text in ax.texts)
+    plt.close(ax.figure)
