@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 
 import gptnb
-from gptnb.api import local_server
-from gptnb.api.engine import choice_pieces
-from gptnb.api.formats import Example, training_pair
 from gptnb.data import load_tweets
+from gptnb.datacheck.formats import Example, training_pair
 from gptnb.finetune import finetune
 from gptnb.lora import save_finetuned
 from gptnb.prompts import tweet_pairs
+from gptnb.serve import local_server
+from gptnb.serve.engine.reference import choice_pieces
 
 
 def interleaved_medians(runs: list[tuple[str, object]], repeats: int) -> list[tuple[str, float]]:

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import httpx
 
-from gptnb.api.batching import Batcher
-from gptnb.api.engine import Loaded, generate
-from gptnb.api.formats import chat_prompt
+from gptnb.datacheck.formats import chat_prompt
 from gptnb.models import load_model, offline_copy_dir
+from gptnb.serve.engine.batcher import Batcher
+from gptnb.serve.engine.decode import Loaded
+from gptnb.serve.engine.reference import generate
 
 # A chat template that renders a chat as `formats.plain_chat_prompt` does, for a model without one (tiny-gpt2).
 PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}Assistant:"

@@ -72,8 +72,8 @@ def _run_info(args: argparse.Namespace) -> int:
 # include `run` (a function of the parsed args returning the exit code), and a one-line summary.
 # Only the chosen command's module is imported: ``gptnb --help`` loads no torch, transformers or fastapi.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare-data": ("gptnb.api.prepare", "check a CSV/JSONL of examples and write fine-tuning JSONL"),
-    "serve": ("gptnb.api.server", "serve local models behind the OpenAI API (fine-tuning included)"),
+    "prepare-data": ("gptnb.datacheck.prepare", "check a CSV/JSONL of examples and write fine-tuning JSONL"),
+    "serve": ("gptnb.serve.cli", "serve local models behind the OpenAI API (fine-tuning included)"),
     "finetune": ("gptnb.finetune_cli", "fine-tune a model on labelled tweets, write it and metrics.json"),
 }
 

@@ -97,7 +97,7 @@ def data_dir(tmp_path_factory):
 def server(data_dir):
     """One local server (tiny-gpt2, the API key KEY, the tiny profile's job sizes) for the API tests: started once
     per session (per worker under xdist), stopped at its end."""
-    from gptnb.api import local_server
+    from gptnb.serve import local_server
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GPTNB_PROFILE", "tiny")  # read once, as the server starts: the job runner's sizes

@@ -20,7 +20,8 @@ import openai
 import pytest
 from conftest import KEY, MODEL, wait_for
 
-from gptnb.api.server import Background, Settings
+from gptnb.serve.app import Settings
+from gptnb.serve.running import Background
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMPT = "The weather today is"
@@ -295,8 +296,8 @@ def test_usage_is_left_for_the_guard_once_an_answer_ends(server):
 def test_every_429_says_when_to_retry():
     """The server's error handler keeps an error's headers, and gives a 429 without Retry-After one (the upload
     slots' 429)."""
-    from gptnb.api.schemas import APIError
-    from gptnb.api.server import _http_error
+    from gptnb.serve.app import _http_error
+    from gptnb.serve.protocol import APIError
 
     uploads = _http_error(None, APIError(429, "2 uploads are already being received", code="rate_limit_exceeded"))
     told = _http_error(None, APIError(429, "busy", headers={"Retry-After": "7"}))

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from conftest import KEY, MODEL, wait_for
 
-from gptnb.api.guard import Guard
-from gptnb.api.server import Settings
+from gptnb.serve.app import Settings
+from gptnb.serve.security.guard import Guard
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"Content-Type": "application/json"}

@@ -16,11 +16,11 @@ import pytest
 from conftest import KEY, MODEL, PAIRS, free_port, serve, upload, wait
 
 from gptnb import cli
-from gptnb.api import local_server
-from gptnb.api.jobs import JobRunner, new_job
-from gptnb.api.schemas import JobRequest
-from gptnb.api.store import Store
 from gptnb.profiles import get_profile
+from gptnb.serve import local_server
+from gptnb.serve.jobs.runner import JobRunner, new_job
+from gptnb.serve.jobs.store import Store
+from gptnb.serve.protocol import JobRequest
 
 # Thousands of one-example steps: the job is still training when a test stops or cancels it.
 LONG = {"n_epochs": 50, "batch_size": 1}

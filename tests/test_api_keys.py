@@ -23,15 +23,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
 
 from gptnb import cli
-from gptnb.api.formats import training_file_examples
-from gptnb.api.guard import Guard
-from gptnb.api.jobs import JobRunner, new_job, pinned_examples
-from gptnb.api.keys import LOG, MIN_KEY_LENGTH, Keys, KeysFileError, Usage, read_keys_file
-from gptnb.api.routes import usage as usage_routes
-from gptnb.api.schemas import JobRequest
-from gptnb.api.server import Settings, create_app
-from gptnb.api.store import Store
+from gptnb.datacheck.formats import training_file_examples
 from gptnb.profiles import get_profile
+from gptnb.serve.app import Settings, create_app
+from gptnb.serve.jobs.runner import JobRunner, new_job, pinned_examples
+from gptnb.serve.jobs.store import Store
+from gptnb.serve.protocol import JobRequest
+from gptnb.serve.routes import usage as usage_routes
+from gptnb.serve.security.guard import Guard
+from gptnb.serve.security.keys import LOG, MIN_KEY_LENGTH, Keys, KeysFileError, Usage, read_keys_file
 
 INSTRUCTOR_KEY = "instr-0123456789abcdef"
 ALICE_KEY = "alice-0123456789abcdef"

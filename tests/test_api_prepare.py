@@ -5,8 +5,8 @@ import json
 import pytest
 
 from gptnb import cli
-from gptnb.api.formats import plain_chat_prompt
-from gptnb.api.prepare import PrepareError, prepare_data
+from gptnb.datacheck.formats import plain_chat_prompt
+from gptnb.datacheck.prepare import PrepareError, prepare_data
 from gptnb.training_settings import default_epochs
 
 CSV = """prompt,completion
@@ -162,7 +162,7 @@ def test_unicode_line_separators_inside_texts_survive(tmp_path):
     source.write_text('prompt,completion\n"Tweet: a\u2028b\x85c",yes\n', encoding="utf-8")
     prepared = prepare_data(source, tokenizer="tiny-gpt2")
     assert prepared.problems == {}
-    from gptnb.api.formats import read_jsonl as parse
+    from gptnb.datacheck.formats import read_jsonl as parse
 
     examples, problems = parse(prepared.output.read_text())
     assert problems == {} and examples[0].as_chat()[0]["content"] == "Tweet: a\u2028b\x85c"

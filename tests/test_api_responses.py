@@ -12,7 +12,7 @@ import pytest
 from conftest import KEY, MODEL, wait
 from openai.types.responses import Response
 
-from gptnb.api import local_server
+from gptnb.serve import local_server
 
 GREEDY = {"temperature": 0}
 

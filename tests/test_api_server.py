@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import KEY, MODEL, PAIRS, free_port, serve, upload, wait
 
-from gptnb.api import local_server
+from gptnb.serve import local_server
 
 CHATS = [
     json.dumps(
@@ -381,7 +381,7 @@ def test_gptnb_serve_survives_a_crash_mid_job(tmp_path):
 
 def test_local_server_stops_cleanly_when_python_exits(tmp_path):
     code = (
-        f"import gptnb.api as api; server = api.local_server({MODEL!r}, data_dir={str(tmp_path)!r}); "
+        f"import gptnb.serve as serve; server = serve.local_server({MODEL!r}, data_dir={str(tmp_path)!r}); "
         "print(server.client().models.list().data[0].id)"
     )
     done = subprocess.run(

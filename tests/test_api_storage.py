@@ -17,10 +17,10 @@ import psutil
 import pytest
 from conftest import KEY, MODEL, wait_for
 
-from gptnb.api import local_server
-from gptnb.api.formats import training_file_examples, training_file_problem
-from gptnb.api.store import Store
+from gptnb.datacheck.formats import training_file_examples, training_file_problem
 from gptnb.files import write_atomically
+from gptnb.serve import local_server
+from gptnb.serve.jobs.store import Store
 
 PAIR = json.dumps({"prompt": "Tweet: a fine day\nSentiment:", "completion": " positive"})
 BOUNDARY = "gptnb-test-boundary"
@@ -71,6 +71,8 @@ def test_corrupt_json_files_are_moved_aside_with_one_warning_each(tmp_path, caps
     assert (tmp_path / "files" / "file-empty.json.corrupt").exists()
     assert (tmp_path / "jobs" / "ftjob-done" / "checkpoints.json.corrupt").exists()
     assert not (tmp_path / "jobs" / "ftjob-torn" / "job.json").exists()
+    moved = sorted(tmp_path.rglob("*.corrupt"))
+    assert len(moved) == len(bad) and {stat.S_IMODE(path.stat().st_mode) for path in moved} == {0o600}, "private"
     Store(tmp_path)
     assert capsys.readouterr().err == "", "a file moved aside is not reported again"
 

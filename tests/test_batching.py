@@ -1,4 +1,4 @@
-"""Continuous batching (`gptnb.api.batching`): requests decoded together give what each gives alone."""
+"""Continuous batching (`gptnb.serve.engine.batcher`): requests decoded together give what each gives alone."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import time
 import pytest
 import torch
 
-from gptnb.api.batching import Batcher, QueueFull
-from gptnb.api.engine import Cancelled, Loaded, generate
+from gptnb.serve.engine.batcher import Batcher, QueueFull
+from gptnb.serve.engine.decode import Cancelled, Loaded
+from gptnb.serve.engine.reference import batched, generate
 
 PROMPTS = [
     "Hello there",
@@ -77,7 +78,7 @@ def _consume(batcher: Batcher, loaded: Loaded, i: int, sampled: bool, results: l
     def run():
         ids, results[i] = loaded.tokenizer(PROMPTS[i]).input_ids, []
         try:
-            for token in batcher.generate(ids, max_tokens=MAX_TOKENS[i], **_settings(i, sampled), **extra):
+            for token in batched(batcher, ids, max_tokens=MAX_TOKENS[i], **_settings(i, sampled), **extra):
                 results[i].append(token)
         except Cancelled:
             results[i].append("cancelled")
@@ -110,8 +111,8 @@ def _check_joining_midway(loaded: Loaded, sampled: bool) -> None:
     finally:
         batcher.close()
     assert batcher.largest_batch == len(PROMPTS)  # the three joined the first mid-way
-    for batched, single in zip(results, alone):
-        _assert_same(batched, single)
+    for together, single in zip(results, alone):
+        _assert_same(together, single)
 
 
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
@@ -155,11 +156,11 @@ def test_a_consumer_that_stops_iterating_frees_its_row(loaded):
     alone = _alone(loaded, sampled=False)
     batcher = Batcher(loaded, max_rows=1)
     try:
-        stream = batcher.generate(loaded.tokenizer(PROMPTS[0]).input_ids, max_tokens=400, **_settings(0, False))
+        stream = batched(batcher, loaded.tokenizer(PROMPTS[0]).input_ids, max_tokens=400, **_settings(0, False))
         first = [next(stream) for _ in range(3)]
         stream.close()
         ids = loaded.tokenizer(PROMPTS[1]).input_ids
-        second = list(batcher.generate(ids, max_tokens=MAX_TOKENS[1], **_settings(1, False)))
+        second = list(batched(batcher, ids, max_tokens=MAX_TOKENS[1], **_settings(1, False)))
     finally:
         batcher.close()
     _assert_same(first, alone[0][:3])

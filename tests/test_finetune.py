@@ -293,7 +293,7 @@ def test_metrics_and_worst_mistakes():
 def test_the_cli_and_a_job_get_their_settings_from_one_function(monkeypatch):
     """`gptnb finetune --lora` and a fine-tuning job with every hyperparameter "auto" train alike: LoRA at the
     profile's rank and lora_learning_rate (not its full-training learning_rate), the job's epochs by OpenAI's rule."""
-    from gptnb.api.jobs import job_settings, resolve_hyperparameters
+    from gptnb.serve.jobs.runner import job_settings, resolve_hyperparameters
     from gptnb.training_settings import default_epochs, training_settings
 
     profile = gptnb.get_profile("tiny")

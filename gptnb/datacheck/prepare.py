@@ -23,7 +23,17 @@ from ..files import csv_rows, write_atomically
 from ..models import ModelUnavailableError, load_tokenizer
 from ..profiles import get_profile
 from ..training_settings import default_epochs
-from .formats import PROBLEMS, WARNINGS, Example, collect, example_from_pair, read_jsonl, to_record, training_pair
+from .formats import (
+    PROBLEMS,
+    WARNINGS,
+    Example,
+    collect,
+    example_from_pair,
+    lone_surrogate,
+    read_jsonl,
+    to_record,
+    training_pair,
+)
 
 FORMATS = ("chat", "completion")
 MAX_LINES_SHOWN = 8
@@ -117,14 +127,12 @@ def read_examples(path: Path) -> tuple[str, list[Example], dict[str, list[int]]]
 def _check_encodable(path: Path, examples: list[Example]) -> None:
     """Refuse text that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` in JSON): no tokenizer takes it."""
     for example in examples:
-        text = "".join(message["content"] for message in example.as_chat())
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
+        surrogate = lone_surrogate("".join(message["content"] for message in example.as_chat()))
+        if surrogate is not None:
             raise PrepareError(
-                f"{path}:{example.line}: a lone surrogate ({error.object[error.start]!r}) in the text, which is not "
+                f"{path}:{example.line}: a lone surrogate ({surrogate!r}) in the text, which is not "
                 "valid Unicode and no tokenizer can encode; fix or remove that line"
-            ) from None
+            )
 
 
 def _read_csv(path: Path, text: str):

@@ -1,9 +1,10 @@
-"""gptnb's OpenAI-compatible local server (``gptnb serve``) and fine-tuning data preparation (``gptnb prepare-data``).
+"""gptnb's OpenAI-compatible local server (``gptnb serve``), in one-way layers: `engine` (decode, batcher, pool),
+`jobs` (store, runner), `security`, `protocol`, then `inference`, `responses` and `routes`, and `app` over them all.
 
 From a notebook, `local_server()` starts the server in the background and hands
 back an ``openai`` client for it::
 
-    server = gptnb.api.local_server()
+    server = gptnb.serve.local_server()
     client = server.client()
     client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "Hi"}])
 """
@@ -14,14 +15,13 @@ import atexit
 import secrets
 from pathlib import Path
 
-from .prepare import PrepareError, prepare_data
-
 
 class LocalServer:
     """A `gptnb serve` running in a background thread of this process, on a free port of 127.0.0.1."""
 
     def __init__(self, models: tuple[str, ...], data_dir: Path, api_key: str):
-        from .server import Background, Settings
+        from .app import Settings
+        from .running import Background
 
         self.model = models[0]
         self.api_key = api_key
@@ -72,7 +72,7 @@ def local_server(
     `api_key`: the key clients must send; a random one by default (`LocalServer.client` sends it).
     """
     from ..profiles import get_profile
-    from .server import default_data_dir
+    from .app import default_data_dir
 
     models = tuple([model] if isinstance(model, str) else model or [get_profile().prompting_model])
     server = LocalServer(
@@ -82,4 +82,4 @@ def local_server(
     return server
 
 
-__all__ = ["LocalServer", "PrepareError", "local_server", "prepare_data"]
+__all__ = ["LocalServer", "local_server"]

@@ -1,4 +1,4 @@
-"""``/v1/completions`` and ``/v1/chat/completions`` (the work is in `gptnb.api.inference`).
+"""``/v1/completions`` and ``/v1/chat/completions`` (the work is in `gptnb.serve.inference`).
 
 The work runs (`deps.answer`) in a worker thread while the event loop watches the connection: when the
 client disconnects before a whole (not streamed) answer is ready, the ``cancel`` event
@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Request
 
 from .. import inference
 from ..deps import answer, get_pool
-from ..engine import ModelPool
-from ..schemas import ChatRequest, CompletionRequest
+from ..engine.pool import ModelPool
+from ..protocol import ChatRequest, CompletionRequest
 
 router = APIRouter(prefix="/v1")
 

@@ -1,31 +1,22 @@
-"""What the server runs on a model: token-by-token generation with logprobs and stop strings.
+"""The decode primitives the server runs on a model, the engine's first layer (`batcher` and `pool` build on it).
 
-`prefill` runs a prompt (reusing the keys/values of the last prompt's shared start);
-`generate` is the plain autoregressive loop after it for one sequence (one forward pass
-per new token, the past keys/values cached), yielding each token with its log-probability
-and the k most likely alternatives: the reference that `batching.Batcher`, which the server
-decodes with, is tested and benchmarked against. `ChoiceText` turns a choice's tokens into
-text that is released only once no stop string can still begin in it; `choice_pieces` does
-that for one `generate`. `ModelPool` loads base and fine-tuned models on first use, each
-with its `Batcher`.
+`Loaded` is a model ready to serve; `prefill` runs a prompt (reusing the keys/values of the last prompt's shared
+start); `pick_token` chooses a token (greedy, or sampled with temperature and top-p) and `scored_token` reports
+it with its log-probability and the k most likely alternatives; `prompt_tokens` scores a prompt (``echo``).
+`ChoiceText` turns a choice's tokens into text released only once no stop string can still begin in it.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from ..kvcache import cache_argument, prefix_copy, shared_length
-
-if TYPE_CHECKING:
-    from .batching import Batcher
+from ...kvcache import cache_argument, prefix_copy, shared_length
 
 
 @dataclass(frozen=True)
@@ -39,7 +30,7 @@ class Token:
 
 
 class Cancelled(Exception):
-    """A `batching.Batcher` request stopped because its ``cancel`` event was set (the client disconnected)."""
+    """A `engine.batcher.Batcher` request stopped because its ``cancel`` event was set (the client disconnected)."""
 
 
 @dataclass
@@ -49,14 +40,14 @@ class Loaded:
     `prefix` keeps the last prompt's token ids and its key/value cache, so a prompt that
     starts the same way (the same few-shot examples, the same system message) computes
     only its new tokens: the prompt caching OpenAI bills at a discount. `batcher` (set by
-    `ModelPool`) decodes the server's concurrent requests together.
+    `pool.ModelPool`) decodes the server's concurrent requests together.
     """
 
     model: object
     tokenizer: object
     lock: threading.Lock = field(default_factory=threading.Lock)
     prefix: tuple[tuple[int, ...], DynamicCache | None] = ((), None)
-    batcher: Batcher | None = field(default=None, repr=False)
+    batcher: Any = field(default=None, repr=False)  # its `batcher.Batcher`, set by `pool.ModelPool`
 
     @property
     def context_length(self) -> int:
@@ -129,32 +120,6 @@ def prefill(loaded: Loaded, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]
     return cache, out.logits[0, -1].float()
 
 
-def generate(
-    loaded: Loaded,
-    ids: list[int],
-    *,
-    max_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    k: int = 0,
-    generator: torch.Generator | None = None,
-) -> Iterator[Token]:
-    """Yield up to `max_tokens` new tokens after `ids`; the last is an end-of-sequence token if the model chose one."""
-    if max_tokens <= 0:
-        return
-    cache, logits = prefill(loaded, ids)
-    model, argument = loaded.model, cache_argument(loaded.model)
-    for step in range(max_tokens):
-        token_id = pick_token(logits, temperature, top_p, generator)
-        yield scored_token(loaded, token_id, torch.log_softmax(logits, dim=-1), k)
-        if token_id in loaded.eos_ids or step == max_tokens - 1:
-            return
-        with loaded.lock, torch.no_grad():
-            inputs = torch.tensor([[token_id]], device=model.device)
-            out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{argument: cache})  # fills `cache`
-        logits = out.logits[0, -1].float()
-
-
 @dataclass
 class Piece:
     """Text released by `ChoiceText`, the tokens generated since the last piece, and, last, why it ended."""
@@ -203,66 +168,3 @@ class ChoiceText:
         """The last piece: the text held back so far."""
         self.finished = True
         return Piece(self.decode(self.generated)[self.released :], self.tokens, finish_reason)
-
-
-def choice_pieces(
-    loaded: Loaded, ids: list[int], stops: tuple[str, ...], max_tokens: int, **sampling
-) -> Iterator[Piece]:
-    """One choice generated alone (`generate`) as text pieces (`ChoiceText`); the last has its finish reason."""
-    text = ChoiceText(loaded, stops)
-    for token in generate(loaded, ids, max_tokens=max_tokens, **sampling):
-        piece = text.add(token)
-        if piece is not None:
-            yield piece
-        if text.finished:
-            return
-    yield text.end()
-
-
-class ModelPool:
-    """Models by name, loaded on first use and kept (the `capacity` most recently used), each with its `Batcher`.
-
-    `resolve(name)` maps a served name to ``(base, adapter folder or None)``: base names
-    load with `gptnb.load_model`, fine-tuned ones add their LoRA adapter to a fresh base.
-    `limits` are the `Batcher`'s (None: its defaults for the model's device). An evicted model's
-    batcher finishes the requests it holds, then its thread ends (it runs only while it has work).
-    """
-
-    def __init__(self, resolve, capacity: int = 3, limits: dict | None = None):
-        self.resolve, self.capacity, self.limits = resolve, capacity, limits or {}
-        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> Loaded:
-        """The loaded model served as `name` (raises `KeyError` for a name `resolve` does not know)."""
-        from .batching import Batcher
-
-        with self._lock:
-            if name in self._loaded:
-                self._loaded.move_to_end(name)
-                return self._loaded[name]
-            base, adapter = self.resolve(name)
-            loaded = Loaded(*_load(base, adapter))
-            loaded.batcher = Batcher(loaded, **self.limits)
-            self._loaded[name] = loaded
-            while len(self._loaded) > self.capacity:
-                self._loaded.popitem(last=False)
-            return loaded
-
-    def close(self) -> None:
-        """Stop every batcher (the server is stopping): requests not finished end with an error."""
-        with self._lock:
-            for loaded in self._loaded.values():
-                loaded.batcher.close()
-
-
-def _load(base: str, adapter: Path | None):
-    from ..models import load_model
-
-    model, tokenizer = load_model(base)
-    if adapter is None:
-        return model, tokenizer
-    from peft import PeftModel
-
-    # Merging the adapter into the weights makes each token as fast as the base model's.
-    return PeftModel.from_pretrained(model, adapter).merge_and_unload().eval(), tokenizer

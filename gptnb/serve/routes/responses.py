@@ -1,4 +1,4 @@
-"""``/v1/responses`` (the work is in `gptnb.api.responses`) and its stored responses by id."""
+"""``/v1/responses`` (the work is in `gptnb.serve.responses`) and its stored responses by id."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 
 from .. import responses
 from ..deps import answer, get_pool, get_store
-from ..engine import ModelPool
-from ..schemas import APIError, Deleted, ResponsesRequest
-from ..store import Store
+from ..engine.pool import ModelPool
+from ..jobs.store import Store
+from ..protocol import APIError, Deleted, ResponsesRequest
 
 router = APIRouter(prefix="/v1")
 

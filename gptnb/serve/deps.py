@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from .engine import Cancelled, Loaded, ModelPool
-from .jobs import JobRunner
+from .engine.decode import Cancelled, Loaded
+from .engine.pool import ModelPool
+from .jobs.runner import JobRunner
+from .jobs.store import Store
+from .protocol import APIError
 from .registry import ModelRegistry
-from .schemas import APIError
-from .store import Store
 
 
 def get_store(request: Request) -> Store:

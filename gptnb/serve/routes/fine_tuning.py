@@ -1,4 +1,4 @@
-"""``/v1/fine_tuning/jobs``: create (checked here, trained by `gptnb.api.jobs.JobRunner`), list, retrieve,
+"""``/v1/fine_tuning/jobs``: create (checked here, trained by `gptnb.serve.jobs.runner.JobRunner`), list, retrieve,
 cancel, events and checkpoints."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from ..deps import get_registry, get_runner, get_store, job_or_404, page
-from ..jobs import JobError, JobRunner, new_job
+from ..jobs.runner import JobError, JobRunner, new_job
+from ..jobs.store import Store
+from ..protocol import APIError, JobRequest
 from ..registry import ModelRegistry
-from ..schemas import APIError, JobRequest
-from ..store import Store
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs")
 

@@ -9,6 +9,9 @@ Training is `gptnb.finetune.finetune` on the job's examples (LoRA; its settings 
 The LoRA adapter and checkpoints are written into the trainer's scratch folder and moved into the
 job's folder only when the job succeeds, where the server finds them to serve ``ft:`` models: a cancelled, failed or
 interrupted job leaves no adapter behind.
+
+Over 300 lines: a job's whole life (checks, queue, training, checkpoints, cancellation), whose steps
+share one lock over the store.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import time
 import traceback
 from pathlib import Path
 
-from ..files import write_atomically
-from ..profiles import Profile
-from ..training_settings import AUTO, TrainingSettings, training_settings
-from .formats import Example, collect, jsonl_rows, parse_trainable, training_file_examples, training_pair
+from ...datacheck.formats import Example, collect, jsonl_rows, parse_trainable, training_file_examples, training_pair
+from ...files import write_atomically
+from ...profiles import Profile
+from ...training_settings import AUTO, TrainingSettings, training_settings
 from .store import ACTIVE, PRIVATE_FILE, Store, new_id
 
 FILES = ("training_file", "validation_file")  # a job's copies of them: <job folder>/<name>.jsonl
@@ -120,7 +123,7 @@ def recover(store: Store) -> list[str]:
 
 def _failure(error: Exception, job: dict) -> str:
     """Why a job's training failed, in the API's terms (a diverged loss names the hyperparameter to lower)."""
-    from ..finetune import TrainingDiverged
+    from ...finetune import TrainingDiverged
 
     if isinstance(error, TrainingDiverged):
         multiplier = job["hyperparameters"].get("learning_rate_multiplier", "auto")
@@ -273,9 +276,9 @@ class JobRunner:
                 clean_up(self.store, job_id)
 
     def _train(self, job_id: str) -> None:
-        from ..finetune import finetune
-        from ..lora import save_finetuned
-        from ..models import load_model
+        from ...finetune import finetune
+        from ...lora import save_finetuned
+        from ...models import load_model
 
         store, profile, job = self.store, self.profile, self.store.job(job_id)
         started = time.time()

@@ -2,7 +2,7 @@
 
 The input (a string, or messages) follows the stored conversation of ``previous_response_id`` when one is
 given, and ``instructions`` (this request's only: OpenAI does not carry them over) come first as a system
-message; the whole is rendered with the model's chat template and decoded on its `batching.Batcher` as chat
+message; the whole is rendered with the model's chat template and decoded on its `engine.batcher.Batcher` as chat
 is, through the same collector (`inference.Decoding`). The stream is OpenAI's sequence::
 
     response.created, response.in_progress, response.output_item.added, response.content_part.added,
@@ -23,10 +23,11 @@ import time
 import traceback
 from typing import Callable, Iterator
 
-from .engine import Loaded
-from .formats import PLAIN_CHAT_STOPS
+from ..datacheck.formats import PLAIN_CHAT_STOPS
+from .engine.decode import Loaded
 from .inference import Decoding, EventStream, Report, chat_input, check_room, sampling, submit
-from .schemas import (
+from .jobs.store import new_id, new_response_id
+from .protocol import (
     DEFAULT_CHAT_MAX_TOKENS,
     APIError,
     OutputMessage,
@@ -35,7 +36,6 @@ from .schemas import (
     ResponsesRequest,
     ResponseUsage,
 )
-from .store import new_id, new_response_id
 
 Keep = Callable[[dict], None] | None  # given the record to store: {"id", "created_at", "response", "conversation"}
 

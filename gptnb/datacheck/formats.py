@@ -9,6 +9,7 @@ that cannot be used gets a named problem instead, as in OpenAI's data-prep cookb
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -133,15 +134,22 @@ def example_from_pair(record: dict, line: int) -> Example:
     return Example(line, prompt=prompt, completion=completion)
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: what a lone "\\ud800" escape in JSON gives
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text` (not valid Unicode: no tokenizer, and no UTF-8, can take it), or None."""
+    found = SURROGATE.search(text)
+    return found.group() if found else None
+
+
 def parse_trainable(text: str, line: int) -> Example:
     """`parse_record`, refusing as well what training would fail on: text no tokenizer can encode, a lone
     surrogate from a ``"\\ud800"`` escape (``invalid_unicode``). (`gptnb prepare-data` refuses such a file.)"""
     example = parse_record(text, line)
     for part in (example.prompt or "", example.completion or "", *(content for _, content in example.messages)):
-        try:
-            part.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise FormatError("invalid_unicode", f"the lone surrogate {part[error.start]!r}") from None
+        if (surrogate := lone_surrogate(part)) is not None:
+            raise FormatError("invalid_unicode", f"the lone surrogate {surrogate!r}")
     return example
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..deps import get_registry
+from ..protocol import APIError, ModelList, ModelObject
 from ..registry import ModelRegistry
-from ..schemas import APIError, ModelList, ModelObject
 
 router = APIRouter(prefix="/v1/models")
 

@@ -1,13 +1,16 @@
 """The two inference endpoints: ``/v1/completions`` and ``/v1/chat/completions``, whole or streamed.
 
 Each turns a checked request (`schemas`) into token ids, submits one row per choice to the
-model's `batching.Batcher` (so that concurrent requests, and a request's choices, are decoded
-together), turns each row's tokens into text (`engine.ChoiceText`), and shapes the result as
+model's `engine.batcher.Batcher` (so that concurrent requests, and a request's choices, are decoded
+together), turns each row's tokens into text (`engine.decode.ChoiceText`), and shapes the result as
 OpenAI does: ``logprobs`` per token, ``usage`` counts, server-sent events ending in ``[DONE]``
 when ``stream`` is set (the choices' chunks interleaved as their tokens come, as OpenAI streams
 ``n`` > 1). Both build the stream's chunks (typed: `schemas.Completion`, `schemas.ChatCompletion`);
 the whole response is those chunks joined, so the two cannot disagree. A full waiting line is a
 429 with ``Retry-After``, sent before any stream starts.
+
+Over 300 lines: the two endpoints' checks, decoding and response shapes, the one place where OpenAI's
+completion and chat formats are made.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import torch
 from fastapi.responses import StreamingResponse
 
 from .. import __version__
-from .batching import Generation, QueueFull
-from .engine import ChoiceText, Loaded, Piece, prompt_tokens
-from .formats import PLAIN_CHAT_STOPS, chat_prompt
-from .schemas import (
+from ..datacheck.formats import PLAIN_CHAT_STOPS, chat_prompt
+from .engine.batcher import Generation, QueueFull
+from .engine.decode import ChoiceText, Loaded, Piece, prompt_tokens
+from .jobs.store import new_id
+from .protocol import (
     DEFAULT_CHAT_MAX_TOKENS,
     MAX_PROMPTS,
     APIError,
@@ -41,7 +45,6 @@ from .schemas import (
     Usage,
     response_json,
 )
-from .store import new_id
 
 FINGERPRINT = f"gptnb-{__version__}"
 Report = Callable[[dict], None] | None  # given {"prompt_tokens", "completion_tokens"} once generation ends
@@ -69,7 +72,7 @@ def check_room(loaded: Loaded, ids: list[int], max_tokens: int, param: str) -> N
 def sampling(loaded: Loaded, request, k: int | None, rows: int) -> dict:
     """`Batcher.submit`'s sampling arguments for a request of `rows` rows. Row i samples with its own generator,
     seeded with the request's seed (else a random one) plus i: a seeded request repeats whatever else is decoded
-    with it, and its first row samples as `engine.generate` with that seed does."""
+    with it, and its first row samples as `engine.reference.generate` with that seed does."""
     seed = getattr(request, "seed", None)  # a Responses request has none
     seed = seed if seed is not None else secrets.randbits(63)
     return {
@@ -100,7 +103,7 @@ def submit(loaded: Loaded, prompts: list[list[int]], max_tokens: int, options: d
 
 
 def row_pieces(loaded: Loaded, generation: Generation, stops: tuple[str, ...]) -> Iterator[tuple[int, Piece]]:
-    """Each row's text pieces (`engine.ChoiceText`), as (row index, piece), as its tokens come; a row whose
+    """Each row's text pieces (`engine.decode.ChoiceText`), as (row index, piece), as its tokens come; a row whose
     text is complete (a stop string) is stopped."""
     texts: dict[int, ChoiceText] = {}
     for index, token in generation:
@@ -210,7 +213,7 @@ class EventStream(StreamingResponse):
     """A streamed response that closes its `lines` (a generator) as soon as it ends, however it ends.
 
     A client that has gone makes Starlette stop iterating without closing the generator, which would keep
-    its rows in the batch until the garbage collector found it; closing it closes the `batching.Generation`."""
+    its rows in the batch until the garbage collector found it; closing it closes the `engine.batcher.Generation`."""
 
     def __init__(self, lines: Generator[str, None, None]):
         super().__init__(lines, media_type="text/event-stream")
@@ -242,7 +245,7 @@ def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event
     """Answer ``/v1/completions``: every prompt, `n` choices each, as one response or a stream.
 
     Everything that can be refused is checked before a stream starts (its 200 sent); `cancel`,
-    once set, stops a whole response's generation (`engine.Cancelled`). `report` is given the
+    once set, stops a whole response's generation (`engine.decode.Cancelled`). `report` is given the
     usage (prompt and completion tokens) once generation ends, however it ends."""
     prompts = prompts_of(loaded, request.prompt)
     n, max_tokens, k = request.n or 1, 16 if request.max_tokens is None else request.max_tokens, request.logprobs

@@ -26,7 +26,7 @@ forge, stop both:
 HEAD on a GET route answers as GET does, without the body (FastAPI routes answer only the
 methods they declare).
 
-API keys (`gptnb.api.keys`): a request under ``/v1`` must carry one of the server's keys, else 401;
+API keys (`gptnb.serve.security.keys`): a request under ``/v1`` must carry one of the server's keys, else 401;
 its name is left for the routes in ``request.state.api_key_name``. A completion, chat or responses request is
 counted and logged under that name once it has been answered (a stream: once it has ended), with the
 tokens its route left in ``request.state.usage`` (``{"prompt_tokens", "completion_tokens"}``).
@@ -40,8 +40,8 @@ import re
 import time
 from urllib.parse import urlsplit
 
+from ..protocol import APIError
 from .keys import Keys, Usage, model_of
-from .schemas import APIError
 
 MiB = 2**20
 HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?")

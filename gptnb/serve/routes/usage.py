@@ -1,4 +1,4 @@
-"""``GET /v1/usage``: completion and chat usage by API key name since the server started (`gptnb.api.keys`).
+"""``GET /v1/usage``: completion and chat usage by API key name since the server started (`gptnb.serve.security.keys`).
 
 An instructor's key (named ``instructor`` or ``instructor-...``, or ``--api-key``'s) sees every key's
 usage, a learner's key only its own. The answer has the shape of OpenAI's
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..keys import Keys
+from ..security.keys import Keys
 
 router = APIRouter(prefix="/v1")
 

@@ -4,7 +4,7 @@ A `Batcher` runs a decode thread while it has work. `Batcher.submit` hands it on
 its choices, each with its own sampling generator) and returns a `Generation`, which yields every row's tokens as
 (row index, `Token`) as they are made, and (row index, None) when a row ends (after an end-of-sequence token or
 `max_tokens`). Between two decode steps waiting rows join the batch: each prompt is prefilled alone
-(`engine.prefill`, with the engine's prompt cache), its first token picked, and its keys/values merged into the
+(`decode.prefill`, with the engine's prompt cache), its first token picked, and its keys/values merged into the
 batch's cache. Finished rows, rows their consumer stopped (`Generation.stop`, at a stop string), and whole
 requests that were closed or whose `cancel` event is set leave it, freeing their rows.
 
@@ -13,12 +13,12 @@ Why our own loop rather than transformers' `ContinuousBatchingManager` (``model.
 global random generator (no per-request seed, so seeded requests are not repeatable), returns only the chosen
 token's log-probability, taken after temperature/top-p warping (no top-k alternatives, not the model's own),
 and decides greedy versus sampling once per manager. The server promises all three per request, so here each
-row is picked with `engine.pick_token` and its own generator and reported with `engine.scored_token`.
+row is picked with `decode.pick_token` and its own generator and reported with `decode.scored_token`.
 
 The batch's cache is a `DynamicCache` whose rows are left-padded to a common length: each step passes an
 attention mask hiding the padding and each row's own position ids, which is right for absolute positions
 (GPT-2, GPT-Neo) and rotary ones (Llama, SmolLM2). Forward passes hold `loaded.lock`, so prompt scoring
-(``echo``) and `engine.generate` can still use the model between steps.
+(``echo``) and `engine.reference.generate` can still use the model between steps.
 
 Limits and fairness. At most `max_rows` rows decode at once and `max_tokens_in_flight` prompt-plus-completion
 tokens (counted at each row's `max_tokens`) are held; a row that would pass that waits, and the rows behind it
@@ -27,6 +27,9 @@ half the rows and half the tokens in flight (its first row always may join), so 
 leaves room for the others. Rows join round-robin by request: the next row comes from the waiting request with
 the fewest rows running, the earliest first. At most `max_waiting` requests wait beyond the rows free; past
 that `submit` raises `QueueFull` (the server's 429) with an estimate of when to retry.
+
+Over 300 lines: the decode loop, its admission (limits, fairness) and the cache merging share one lock
+and the decode thread's state; split, each part would reach into the others'.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..kvcache import cache_argument
-from .engine import Cancelled, Loaded, Token, pick_token, prefill, scored_token
+from ...kvcache import cache_argument
+from .decode import Cancelled, Loaded, Token, pick_token, prefill, scored_token
 
 # Defaults by device: a small CPU server (2 cores: past 16 rows a step costs about as much as the rows it adds)
 # and a GPU (a batch of 64 costs little more than one row for the course's models).
@@ -107,7 +110,7 @@ class _Row:
 class Generation:
     """The rows of one submitted request, iterated as (row index, `Token`) and (row index, None) at a row's end.
 
-    Raises `engine.Cancelled` once the request's `cancel` is set. Use it in a ``with`` block: leaving the block
+    Raises `engine.decode.Cancelled` once the request's `cancel` is set. Use it in a ``with`` block: leaving the block
     (`close`) ends every row that is still running or waiting; so does dropping it unused (a stream whose client
     left before it began)."""
 
@@ -213,25 +216,6 @@ class Batcher:
                 self._thread = threading.Thread(target=self._run, name="gptnb-batcher", daemon=True)
                 self._thread.start()
         return Generation(request, rows)
-
-    def generate(
-        self,
-        ids: list[int],
-        *,
-        max_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        k: int = 0,
-        generator: torch.Generator | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[Token]:
-        """One row, with `engine.generate`'s contract: up to `max_tokens` tokens after `ids`, decoded in the batch.
-        Closing the iterator frees its row; setting `cancel` does too, and raises `engine.Cancelled` here."""
-        sampling = {"temperature": temperature, "top_p": top_p, "k": k, "generators": [generator]}
-        with self.submit([ids], max_tokens=max_tokens, cancel=cancel, **sampling) as generation:
-            for _, token in generation:
-                if token is not None:
-                    yield token
 
     @property
     def waiting(self) -> int:

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..files import replacing, write_atomically
+from ...files import replacing, write_atomically
 
 ACTIVE = ("validating_files", "queued", "running")
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")  # what `new_response_id` makes: no path can pass for one
@@ -88,6 +88,7 @@ def read_json(path: Path, usable: Callable[[Any], bool]) -> Any | None:
     aside = path.with_name(f"{path.name}.corrupt")
     try:
         path.rename(aside)
+        aside.chmod(PRIVATE_FILE)  # private like all the server writes, whatever mode it was given by hand
         done = f"moved it to {aside.name}"
     except OSError as error:
         done = f"could not move it aside ({error.strerror})"

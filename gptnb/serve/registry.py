@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .store import Store
+from .jobs.store import Store
 
 
 class ModelRegistry:

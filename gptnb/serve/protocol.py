@@ -4,22 +4,25 @@ An argument the server does not know is refused (400), as OpenAI refuses it,
 rather than silently ignored; OpenAI arguments this server does not implement are
 accepted only at their neutral default. A string holding a lone UTF-16 surrogate (``"\\ud800"``
 in JSON), anywhere in a body, is refused too: it is not text, and no tokenizer or file can take it.
+
+Over 300 lines: one pydantic model per request and response shape of the API, kept together so that the
+whole contract with the SDK reads in one place.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import ClassVar, Literal, Union
 
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..datacheck.formats import lone_surrogate
+
 MAX_N = 16  # choices per prompt
 MAX_PROMPTS = 64  # prompts per completions request
 DEFAULT_CHAT_MAX_TOKENS = 256
 SMALLEST_SAMPLING_VALUE = 1e-6  # a smaller positive temperature or top_p underflows in float32 sampling
-SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class APIError(HTTPException):
@@ -57,12 +60,12 @@ def lone_surrogate_at(value) -> str | None:
     pending = [("", value)]
     while pending:
         path, value = pending.pop()
-        if isinstance(value, str) and SURROGATE.search(value):
+        if isinstance(value, str) and lone_surrogate(value):
             return path
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
         for key, item in items:
             where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and SURROGATE.search(key):
+            if isinstance(key, str) and lone_surrogate(key):
                 return where
             pending.append((where, item))
     return None

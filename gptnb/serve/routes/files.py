@@ -21,10 +21,10 @@ try:
 except ImportError:  # python-multipart before 0.0.13
     from multipart.multipart import MultipartParser, parse_options_header
 
+from ...datacheck.formats import training_file_problem
 from ..deps import file_or_404, get_store, page, upload_slot
-from ..formats import training_file_problem
-from ..schemas import APIError, Deleted
-from ..store import Store
+from ..jobs.store import Store
+from ..protocol import APIError, Deleted
 
 router = APIRouter(prefix="/v1/files")
 
