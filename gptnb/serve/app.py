@@ -1,14 +1,5 @@
-"""The server's app: ``gptnb serve``'s routes over a store, a model pool and a job runner, and its lifespan.
-
-Endpoints (the shapes the official ``openai`` SDK expects): ``/v1/models``,
-``/v1/completions`` (logprobs, echo, stop, n, seed, streaming),
-``/v1/chat/completions``, ``/v1/responses`` (stored, continued by
-``previous_response_id``), ``/v1/files`` and ``/v1/fine_tuning/jobs`` (with events,
-checkpoints and cancel). Everything is kept under the data folder, so files, jobs
-and fine-tuned models survive a restart. It listens on 127.0.0.1 unless told
-otherwise; with an API key set, a request without it gets 401. Concurrent requests
-to a model are decoded together (continuous batching), up to --max-batch rows at
-once; past --max-waiting more waiting requests, a request gets 429 and Retry-After.
+"""The server's app: ``gptnb serve``'s routes (the endpoints: `gptnb.serve.cli`) over a `Store`, a `ModelPool` and a
+`JobRunner`, behind the `Guard`; OpenAI-shaped errors; and its lifespan, which owns the server's one shutdown.
 """
 
 from __future__ import annotations
