@@ -20,8 +20,10 @@ from conftest import KEY, MODEL, wait_for
 
 from gptnb.serve.app import Settings
 from gptnb.serve.security.guard import Guard
+from gptnb.serve.security.keys import Keys, Usage
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
+NO_KEYS = Keys.load(None, None)  # a server that needs no key
 JSON = {"Content-Type": "application/json"}
 ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -300,7 +302,8 @@ def guard_status(bound: str, headers: dict[str, str]) -> int:
 
     raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": raw}
-    anyio.run(Guard(app, Settings(models=(), data_dir=Path("unused"), host=bound)), scope, receive, send)
+    guard = Guard(app, Settings(models=(), data_dir=Path("unused"), host=bound), keys=NO_KEYS, usage=Usage(()))
+    anyio.run(guard, scope, receive, send)
     return sent[0]["status"]
 
 
