@@ -11,17 +11,22 @@ The cure in place: such rows do not exist. `PADS_ATTEND_TO_THEMSELVES` is transf
 its own name, registered with ``AttentionInterface`` and, for its mask, ``AttentionMaskInterface``: the mask is
 transformers' `sdpa_mask` with the diagonal added (query position p may always see key position p). A real token
 already sees itself, and no query sees another row's pads, so every real position's output is exactly what it was
-(tests/test_device.py compares logits and gradients at real positions with plain ``"sdpa"``); only the outputs at
-the pads change, and the loss (-100 labels there) and the scoring never read those. A mask with no padding still
-becomes None, so unpadded batches keep SDPA's ``is_causal`` path (and its fused kernels). `use_on` switches a
-loaded model to it; `gptnb.load_model` does so for every model that loaded with ``"sdpa"``.
+(tests/test_device.py compares the real positions' logits, the loss and every gradient with plain ``"sdpa"``);
+only the outputs at the pads change, and the loss (-100 labels there) and the scoring never read those. A mask
+with no padding still becomes None, so unpadded batches keep SDPA's ``is_causal`` path (and its fused kernels).
+`use_on` switches a loaded model to it; `gptnb.load_model` does so for every model that loaded with ``"sdpa"``.
 
-Evidence: on a CPU in bf16 the tests train tiny-gpt2 and a tiny Llama on left-padded batches whose rows start with
-pads, losses and gradients finite. Not yet run on a GPU: that the H200's NaN is gone with it is expected from
-#196678's trigger (a -inf logsumexp) no longer occurring, not observed. `gptnb.device.padding_safe_attention` (cuDNN
+Evidence (tests/test_device.py, on a CPU): an attention kernel written with no special case for rows that see no
+key (softmax over all -inf is NaN) trains tiny-gpt2 and a tiny Llama to a NaN loss and NaN gradients on left-padded
+batches under transformers' mask, since the pad rows' NaN reaches every real position through weights @ values, as
+on the H200; under this mask the same kernel gives plain SDPA's loss. Both models also train in bf16 on such batches
+with finite losses and gradients. Not yet run on a GPU: that the H200's NaN is gone is expected, as #196678's
+trigger (a -inf logsumexp) no longer occurs, not observed. `gptnb.device.padding_safe_attention` (cuDNN
 and flash off while training) stays as a second guard until a GPU run shows it is not needed.
 
-Works with transformers 5.2 (the floor: `sdpa_mask` takes ``cache_position``) and newer (``q_length``/``q_offset``).
+Works with transformers 5.2, the floor (`sdpa_mask` takes ``cache_position``), and newer ones (``q_length`` and
+``q_offset``): tests/test_device.py's attention tests pass under 5.24 and under 5.2.0 (its wheel unpacked on the path,
+its version check loosened for huggingface-hub 2.4).
 """
 
 from __future__ import annotations

@@ -183,6 +183,52 @@ def test_gptnb_attention_leaves_real_positions_loss_and_gradients_unchanged(arch
         torch.testing.assert_close(mine, theirs)
 
 
+def _attention_by_hand(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention as a kernel with no special case for rows that see no key computes it: their softmax over scores
+    that are all -inf is NaN (0/0), as cuDNN's backward goes wrong on such rows (pytorch/pytorch#196678)."""
+    groups = query.shape[1] // key.shape[1]  # grouped-query attention (Llama): share each key/value head
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = query @ key.transpose(-1, -2) * (scaling or query.shape[-1] ** -0.5)
+    weights = torch.softmax(scores.masked_fill(~attention_mask, -torch.inf), dim=-1)
+    return (weights @ value).transpose(1, 2).contiguous(), None
+
+
+@pytest.fixture
+def by_hand_kernels():
+    """Two attention implementations with the kernel above: one with transformers' SDPA mask, one with gptnb's."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    names = {"sdpa_by_hand_plain": sdpa_mask, "sdpa_by_hand_gptnb": attention.pads_attend_to_themselves_mask}
+    for name, mask in names.items():
+        AttentionInterface.register(name, _attention_by_hand)
+        AttentionMaskInterface.register(name, mask)
+    yield list(names)
+    for name in names:
+        AttentionInterface._global_mapping.pop(name)
+        AttentionMaskInterface._global_mapping.pop(name)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_a_kernel_that_gives_fully_masked_rows_nan_trains_finite_only_with_gptnb_masks(
+    architecture, make_tiny_llama, by_hand_kernels
+):
+    """The H200's failure, on a CPU: a NaN from a pad row reaches every real position (0 * NaN in weights @ values)
+    and every gradient. With pads attending to themselves the same kernel gives the loss of transformers' SDPA."""
+    model, batch = _model_and_batch(architecture, make_tiny_llama, "all")
+    model.eval()  # no dropout: the losses compare
+    losses = {}
+    for implementation in ("sdpa", *by_hand_kernels):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        losses[implementation] = loss = model(**batch).loss
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        assert finite == (implementation != "sdpa_by_hand_plain"), implementation
+    torch.testing.assert_close(losses["sdpa_by_hand_gptnb"], losses["sdpa"])
+
+
 def test_unpadded_batches_keep_sdpas_is_causal_path():
     """No padding: no mask at all, so SDPA keeps its causal fast path (and its fused kernels on a GPU)."""
     import gptnb
