@@ -7,7 +7,10 @@ per profile under ``GPTNB_SITE_CACHE``: a notebook whose source has not changed 
 """
 
 import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # notebook_reader
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("GPTNB_PROFILE", "cpu")
@@ -27,6 +30,7 @@ myst_heading_anchors = 3  # GitHub's heading anchors: ../README.md#how-the-noteb
 myst_enable_extensions = ["dollarmath"]
 suppress_warnings = ["mystnb.unknown_mime_type"]  # the quizzes' widgets: their text form is shown
 
+nb_custom_formats = {".ipynb": "notebook_reader.read"}  # collapsed answer cells stay collapsed
 nb_execution_mode = "cache"
 nb_execution_cache_path = str(Path(os.environ.get("GPTNB_SITE_CACHE", ROOT / "build" / "site-cache")) / PROFILE)
 nb_execution_timeout = 3600  # notebooks 04 and 05 train in the cpu profile

@@ -1,0 +1,96 @@
+"""`make site`: the course site (Sphinx + myst-nb), built in the tiny profile.
+
+The notebooks' executions are kept in `make site`'s jupyter-cache (build/site-cache/tiny): a notebook runs here only
+when its source changed since the last build, or on a fresh clone (then the five notebooks in the tiny profile, as
+`make test` runs them under nbval).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytest.importorskip("myst_nb", reason="make site's tools are the site extra (pip install -e '.[site]')")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CACHE = ROOT / "build" / "site-cache"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> tuple[Path, str]:
+    """(the site's html folder, what `make site` printed)."""
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run(
+        ["make", "--no-print-directory", "site", "SITE_PROFILE=tiny", f"SITE_OUT={out}", f"SITE_CACHE={CACHE}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GPTNB_PROFILE": "cpu"},  # make site's SITE_PROFILE must win
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return out / "html", done.stdout + done.stderr
+
+
+def page(site, name: str) -> str:
+    return (site[0] / name).read_text()
+
+
+def test_the_readme_is_the_landing_page_with_every_notebook_in_the_navigation(site):
+    assert 'url=README.html"' in page(site, "index.html")
+    landing = page(site, "README.html")
+    assert "how GPT models work" in landing and "tiny profile" in landing
+    for path in NOTEBOOKS:
+        assert f'href="notebooks/{path.stem}.html"' in landing, path.stem
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_has_a_page_with_its_outputs_run_in_the_tiny_profile(site, path):
+    html = page(site, f"notebooks/{path.stem}.html")
+    title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0].lstrip("# ").strip()
+    assert re.sub(r"[`*]", "", title).split(":")[0] in html, title
+    assert html.count('class="cell_output') >= 3
+    assert "profile tiny:" in html, "the banner does not say the tiny profile"
+    assert 'href="../README.html#how-the-notebooks-work"' in html, "the title cell's README link does not resolve"
+
+
+def test_figures_are_images_of_the_pages(site):
+    images = [
+        (name, source)
+        for path in NOTEBOOKS
+        for name in [f"notebooks/{path.stem}.html"]
+        for source in re.findall(r'<img[^>]+src="(\.\./_images/[^"]+\.png)"', page(site, name))
+    ]
+    assert images, "no figure on any notebook page"
+    for name, source in images:
+        assert (site[0] / "notebooks" / source).resolve().is_file(), f"{name}: {source}"
+
+
+def test_search_index_knows_the_notebooks(site):
+    index = page(site, "searchindex.js")
+    assert (site[0] / "search.html").is_file()
+    for path in NOTEBOOKS:
+        assert f'"notebooks/{path.stem}"' in index, path.stem
+    assert '"attent' in index
+
+
+def test_a_second_build_would_run_no_notebook(site):
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(CACHE / "tiny"))
+    for path in NOTEBOOKS:
+        assert cache.match_cache_notebook(nbformat.read(path, as_version=4)), f"{path.name} is not in the cache"
+
+
+def test_reference_answers_stay_collapsed(site):
+    html = page(site, "notebooks/02_prompting.html")
+    answers = [found.start() for found in re.finditer("BEGIN SOLUTION", html)]
+    assert answers, "no answer cell on the page"
+    for at in answers:
+        assert html.rfind("<details", 0, at) > html.rfind("</details>", 0, at), "a reference answer is shown open"
