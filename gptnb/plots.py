@@ -319,7 +319,8 @@ def loss_curves(log_history, label: str = "", ax=None):
     ax.set_ylabel("loss (mean cross-entropy per learned token)")
     ax.set_title("Loss curves")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    # Under the Axes, not over the curves: labels carry model names (notebook 05's ft: ids are long).
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     return ax
 
 

@@ -68,3 +68,11 @@ def test_family_sizes_labels_stay_inside_the_frame():
     frame = ax.get_window_extent()
     assert all(text.get_window_extent().x1 < frame.x1 for text in ax.texts)
     plt.close(ax.figure)
+
+
+def test_loss_curves_legend_sits_under_the_axes_not_over_the_curves():
+    log = [{"step": step, "loss": 11 - 0.06 * step} for step in range(1, 21)] + [{"step": 20, "eval_loss": 9.7}]
+    ax = plots.loss_curves(log, label="ft:tiny-gpt2:tweets:ec61f97b")  # notebook 05's model id
+    ax.figure.canvas.draw()
+    assert ax.get_legend().get_window_extent().y1 < ax.get_window_extent().y0
+    plt.close(ax.figure)
