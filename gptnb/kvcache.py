@@ -1,16 +1,18 @@
-"""Reusing the key/value cache of a shared prefix, so that tokens several inputs start with run once.
+"""The key/value cache: reusing a shared prefix's, so that tokens several inputs start with run once, and timing it.
 
 `prompts.label_logprobs` runs the tokens all its prompts share (a few-shot prompt's instruction and
 examples) once; the API server's engine keeps the last prompt's cache for the next one that starts
-the same way.
+the same way; notebook 03 times one new token with and without a cache (`seconds`).
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
+import torch
 from transformers import DynamicCache
 
 
@@ -36,3 +38,20 @@ def prefix_copy(cache: DynamicCache, drop_last: int = 0, batch: int = 1) -> Dyna
     if batch > 1:
         cache.batch_repeat_interleave(batch)
     return cache
+
+
+def seconds(step: Callable[[], object], repeats: int = 3, reset: Callable[[], object] | None = None) -> float:
+    """The fastest of `repeats` timed runs of `step()`, after one untimed warm-up run; `reset()` runs untimed after
+    each (to crop a cache back, say). Waits for a GPU to finish, so the time is the work's, not its launch's."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    best = float("inf")
+    for run in range(repeats + 1):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        if run:  # the first run pays for one-time setup
+            best = min(best, time.perf_counter() - start)
+        if reset is not None:
+            reset()
+    return best

@@ -1,24 +1,75 @@
 """Notebook 03's exercise checks: a right answer passes; a wrong one and the placeholder are told apart;
-under nbgrader a wrong answer raises. The sampling checks run on the tiny random GPT-2 (a few tokens)."""
+under nbgrader a wrong answer raises. The checks run on the tiny random GPT-2 (a few tokens)."""
+
+import copy
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 import gptnb
 from gptnb.exercises import NOT_ANSWERED, RIGHT, nb03
+from gptnb.kvcache import cache_argument
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return gptnb.load_model("tiny-gpt2", profile="tiny", device="cpu")
+    """tiny-gpt2 with an output layer of its own (untied, random): the tied one's greedy tokens repeat the last input
+    token whatever came before, so a loop that loses the context or the positions would still match generate."""
+    model, tokenizer = gptnb.load_model("tiny-gpt2", profile="tiny", device="cpu")
+    model = copy.deepcopy(model)
+    torch.manual_seed(0)
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.02)  # as initialised
+    return model, tokenizer
 
 
 def placeholder(*args):
     raise NotImplementedError()
 
 
-def apply_temperature(logits, temperature):
-    return (logits / temperature).softmax(-1)
+@torch.no_grad()
+def greedy_with_cache(model, input_ids, max_new_tokens, eos_token_id, *, fresh_cache=False, **extra):
+    """The reference loop; `fresh_cache`, or `extra` forward arguments, make it wrong."""
+    cache, new_ids, generated = DynamicCache(), input_ids, []
+    for _ in range(max_new_tokens):
+        cache = DynamicCache() if fresh_cache else cache
+        next_id = model(new_ids, use_cache=True, **{cache_argument(model): cache}, **extra).logits[0, -1].argmax()
+        generated.append(next_id)
+        if next_id.item() == eos_token_id:
+            break
+        new_ids = next_id.view(1, 1)
+    return torch.stack(generated)
+
+
+@torch.no_grad()
+def greedy_without_cache(model, input_ids, max_new_tokens, eos_token_id):
+    ids = input_ids
+    for _ in range(max_new_tokens):
+        ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, input_ids.shape[1] :]
+
+
+@torch.no_grad()
+def new_token_alone(model, input_ids, max_new_tokens, eos_token_id):
+    ids, generated = input_ids, []
+    for _ in range(max_new_tokens):
+        generated.append(model(ids).logits[0, -1].argmax())
+        ids = generated[-1].view(1, 1)
+    return torch.stack(generated)
+
+
+@torch.no_grad()
+def feeds_the_prompts_last_token(model, input_ids, max_new_tokens, eos_token_id):
+    """Called the right way (one token, the cache passed back), but always with the prompt's last token."""
+    cache, new_ids, generated = DynamicCache(), input_ids, []
+    for _ in range(max_new_tokens):
+        generated.append(model(new_ids, use_cache=True, **{cache_argument(model): cache}).logits[0, -1].argmax())
+        new_ids = input_ids[:, -1:]
+    return torch.stack(generated)
+
+
+def wrong_positions(model, input_ids, max_new_tokens, eos_token_id):
+    return greedy_with_cache(model, input_ids, max_new_tokens, eos_token_id, position_ids=torch.zeros(1, 1).long())
 
 
 def top_k_filter(logits, k):
@@ -52,8 +103,18 @@ def told(check, answer, *args, capsys):
 
 
 CASES = [
-    (nb03.check_temperature, "3.1", apply_temperature, lambda logits, t: (logits * t).softmax(-1), "divided"),
-    (nb03.check_temperature, "3.1", apply_temperature, lambda logits, t: logits / t, "probabilities"),
+    (nb03.check_cached_greedy, "3.1", greedy_with_cache, greedy_without_cache, "feed only the newest token"),
+    (nb03.check_cached_greedy, "3.1", greedy_with_cache, new_token_alone, "passed no cache"),
+    (
+        nb03.check_cached_greedy,
+        "3.1",
+        greedy_with_cache,
+        lambda *args: greedy_with_cache(*args, fresh_cache=True),
+        "not a new one",
+    ),
+    (nb03.check_cached_greedy, "3.1", greedy_with_cache, feeds_the_prompts_last_token, "differs from generate's"),
+    (nb03.check_cached_greedy, "3.1", greedy_with_cache, wrong_positions, "no position_ids"),
+    (nb03.check_cached_greedy, "3.1", greedy_with_cache, lambda m, i, n, e: greedy_with_cache(m, i, n - 1, e), "stop"),
     (nb03.check_top_k, "3.2", top_k_filter, top_k_leaves_the_rest_at_zero, "give it -inf"),
     (nb03.check_top_k, "3.2", top_k_filter, lambda logits, k: top_k_filter(logits, k + 1), "setting removes"),
     (nb03.check_top_p, "3.3", top_p_filter, top_p_keeps_one_too_few, "which this setting keeps"),
@@ -63,11 +124,10 @@ CASES = [
 
 @pytest.mark.parametrize("check, exercise, right, wrong, hint", CASES)
 def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, hint, tiny, capsys):
-    args = () if check is nb03.check_temperature else tiny
-    assert told(check, right, *args, capsys=capsys) == (True, f"Exercise {exercise}: {RIGHT}")
-    passed, line = told(check, wrong, *args, capsys=capsys)
+    assert told(check, right, *tiny, capsys=capsys) == (True, f"Exercise {exercise}: {RIGHT}")
+    passed, line = told(check, wrong, *tiny, capsys=capsys)
     assert not passed and line.startswith(f"Exercise {exercise}: not yet:") and hint in line, line
-    passed, line = told(check, placeholder, *args, capsys=capsys)
+    passed, line = told(check, placeholder, *tiny, capsys=capsys)
     assert not passed and line.startswith(f"Exercise {exercise}: {NOT_ANSWERED}"), line
 
 
@@ -90,14 +150,24 @@ def test_the_sampling_loop_matches_generate_with_the_reference_filters(tiny):
 
 
 @pytest.mark.parametrize(
-    "check, wrong", [(nb03.check_top_k, top_k_leaves_the_rest_at_zero), (nb03.check_top_p, top_p_keeps_one_too_few)]
+    "check, wrong",
+    [
+        (nb03.check_cached_greedy, greedy_without_cache),
+        (nb03.check_top_k, top_k_leaves_the_rest_at_zero),
+        (nb03.check_top_p, top_p_keeps_one_too_few),
+    ],
 )
 def test_wrong_answers_raise_under_nbgrader(check, wrong, tiny, monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with pytest.raises(AssertionError, match="not yet"):
         check(wrong, *tiny)
-    with pytest.raises(AssertionError, match="not yet"):
-        nb03.check_temperature(lambda logits, t: logits)
+
+
+def test_the_cached_loop_may_return_a_list_or_a_row(tiny, capsys):
+    as_list = lambda *args: greedy_with_cache(*args).tolist()  # noqa: E731
+    as_row = lambda *args: greedy_with_cache(*args)[None]  # noqa: E731
+    for answer in (as_list, as_row):
+        assert told(nb03.check_cached_greedy, answer, *tiny, capsys=capsys) == (True, f"Exercise 3.1: {RIGHT}")
 
 
 @pytest.mark.parametrize("question, choices", [nb03.ORIGINAL_CALL_QUIZ, nb03.BEAM_QUIZ, nb03.DECODER_ONLY_QUIZ])

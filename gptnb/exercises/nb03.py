@@ -1,14 +1,18 @@
-"""Notebook 03's exercises (temperature, top-k and top-p filtering in the generation loop) and quizzes.
+"""Notebook 03's exercises (the greedy loop with a KV cache, top-k and top-p filtering in the generation loop)
+and quizzes.
 
-The filters are checked on small logits with known answers (the references are transformers' own logits
-warpers), then inside a sampling loop written here, whose tokens must equal `model.generate`'s under the
-same seed and settings.
+The cached loop must feed the model as a cached loop does (the prompt once, then one token with the cache
+passed back) and return `model.generate`'s greedy tokens. The filters are checked on small logits with known
+answers (the references are transformers' own logits warpers), then inside a sampling loop written here,
+whose tokens must equal `model.generate`'s under the same seed and settings.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
-from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import TopKLogitsWarper, TopPLogitsWarper
 
 from . import Choice, call_answer, report
 
@@ -25,26 +29,81 @@ def _tensor(got, call: str, shape) -> torch.Tensor:
     return got.detach().float().cpu()
 
 
-def check_temperature(apply_temperature) -> bool:
-    """Exercise 3.1: `apply_temperature(logits, temperature)` returns the next-token probabilities at that
-    temperature (softmax over the last dimension)."""
+@contextlib.contextmanager
+def _forward_calls(model):
+    """While inside: one (tokens fed, tokens already in the cache passed, or None) per forward call of `model`."""
+    calls = []
+
+    def record(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = next((kwargs[name] for name in ("cache", "past_key_values") if kwargs.get(name) is not None), None)
+        cached = None if cache is None else int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else -1
+        calls.append((None if ids is None else ids.shape[-1], cached))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def _fed_as_a_cached_loop(calls: list, prompt_length: int) -> None:
+    """Each call after the first must feed one token and pass back the cache holding every token fed before."""
+    if not calls:
+        raise AssertionError("your function never called the model; call model(ids, ...) once per new token")
+    if calls[0][0] != prompt_length:
+        raise AssertionError(f"the first call fed {calls[0][0]} tokens; feed the whole prompt ({prompt_length})")
+    fed = prompt_length
+    for number, (tokens, cached) in enumerate(calls[1:], start=2):
+        if tokens != 1:
+            raise AssertionError(f"call {number} fed {tokens} tokens; with a cache, feed only the newest token")
+        if cached is None:
+            raise AssertionError(f"call {number} passed no cache, so the model saw the new token alone; pass it back")
+        if cached not in (fed, -1):
+            raise AssertionError(
+                f"call {number} passed a cache holding {cached} tokens where {fed} were fed before; pass back the "
+                "cache the earlier calls filled, not a new one"
+            )
+        fed += 1
+
+
+def check_cached_greedy(greedy_with_cache, model, tokenizer) -> bool:
+    """Exercise 3.1: `greedy_with_cache(model, input_ids, max_new_tokens, eos_token_id)` is the greedy loop with a
+    KV cache: the whole prompt once, then only each new token with the cache passed back; it returns the new token
+    ids, which must be `model.generate(do_sample=False)`'s, token for token."""
 
     def check():
-        logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5], [0.0, 3.0, -2.0, 1.0, 1.0]])
-        for temperature in (1.0, 0.5, 2.0):
-            call = f"apply_temperature(logits, {temperature})"
-            got = _tensor(call_answer(apply_temperature, logits.clone(), temperature), call, logits.shape)
-            if not torch.allclose(got.sum(-1), torch.ones(len(logits)), atol=1e-4) or (got < 0).any():
-                raise AssertionError(f"{call}: each row must be probabilities (>= 0, summing to 1); apply a softmax")
-            expected = TemperatureLogitsWarper(temperature)(None, logits.clone()).softmax(-1)
-            if not torch.allclose(got, expected, atol=1e-5):
-                multiplied = (logits * temperature).softmax(-1)
-                hint = (
-                    "the logits must be divided by the temperature, not multiplied"
-                    if torch.allclose(got, multiplied, atol=1e-5)
-                    else "a lower temperature must sharpen the distribution, a higher one flatten it"
+        for prompt, new_tokens in ((PROMPT, NEW_TOKENS), ("Once upon a time", 3)):
+            ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
+            call = f"greedy_with_cache(model, ids, {new_tokens}, tokenizer.eos_token_id) for {prompt!r}"
+            with _forward_calls(model) as calls:
+                got = call_answer(greedy_with_cache, model, ids, new_tokens, tokenizer.eos_token_id)
+            if isinstance(got, list) and all(isinstance(i, (int, torch.Tensor)) for i in got):
+                got = torch.tensor([int(i) for i in got])
+            if not isinstance(got, torch.Tensor) or got.dim() > 2 or (got.dim() == 2 and len(got) != 1):
+                raise AssertionError(f"{call} returned {type(got).__name__}; return a 1-D tensor of the new token ids")
+            _fed_as_a_cached_loop(calls, ids.shape[1])
+            got = got.flatten().cpu()
+            with torch.no_grad():
+                expected = model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=new_tokens,
+                    do_sample=False,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )[0, ids.shape[1] :].cpu()
+            if len(got) != len(expected):
+                raise AssertionError(
+                    f"{call} returned {len(got)} tokens, generate {len(expected)}; stop after max_new_tokens, or "
+                    "right after the end-of-text token"
                 )
-                raise AssertionError(f"{call}: wrong probabilities; {hint}")
+            if not torch.equal(got, expected):
+                first = int((got != expected).nonzero()[0])
+                raise AssertionError(
+                    f"{call}: new token {first + 1} differs from generate's; take the argmax of the last position's "
+                    "logits, feed that token next, and let the cache give it its position (no position_ids)"
+                )
 
     return report("3.1", check)
 
@@ -163,21 +222,23 @@ BEAM_QUIZ = (
     "model.generate(..., num_beams=4) returns one text. Which one?",
     [
         Choice(
-            "The most likely of the texts its 4 beams kept to the end",
+            "Of the texts its 4 beams finished, the one with the highest log-probability per new token",
             True,
-            "Right: at every step it keeps only the 4 best partial texts and drops the rest, so a text whose "
-            "start looked unlikely is never considered, however likely its whole.",
+            "Right: transformers ranks finished beams by log-probability / new tokens ** length_penalty "
+            "(1.0 by default: the average per token). That is a high-scoring text, not necessarily the most likely "
+            "one: a text whose start looked unlikely was pruned early, and a longer text can win on the average.",
         ),
         Choice(
-            "The most likely text of that length the model can produce",
+            "The most likely text the model can produce within max_new_tokens",
             False,
-            "Finding that would mean scoring every possible text; beam search prunes to 4 candidates per step "
-            "and can miss it.",
+            "Finding that would mean scoring every possible text; beam search keeps 4 candidates per step and drops "
+            "the rest, so it can miss the most likely text, and it ranks the finished ones per token anyway.",
         ),
         Choice(
-            "A random one of 4 sampled texts",
+            "Of the texts its 4 beams finished, the one with the highest total log-probability",
             False,
-            "Beam search (with do_sample=False) draws nothing at random: the same prompt gives the same text.",
+            "Only with length_penalty=0. By default transformers divides each finished beam's log-probability by its "
+            "length, so a longer text with a lower total can win.",
         ),
     ],
 )
