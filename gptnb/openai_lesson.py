@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .results import format_difference, format_interval, paired_difference, score_with_interval
+from .results import format_interval, paired_difference, score_with_interval, verdict
 
 # OpenAI's deprecations page on self-serve fine-tuning, as checked for this course.
 WIND_DOWN_SOURCE = "https://platform.openai.com/docs/deprecations"
@@ -37,7 +37,7 @@ class Connection:
 
     client: object
     tuner: object
-    server: object | None  # the local server (a `gptnb.api.LocalServer`), when one was started
+    server: object | None  # the local server (a `gptnb.serve.LocalServer`), when one was started
     use_openai: bool
     tune_on_openai: bool
     chat_model: str
@@ -60,7 +60,7 @@ def connect(ask_for_key: bool = False, tune_on_openai: bool = False, *, start_se
     """OpenAI when ``OPENAI_API_KEY`` is set (or typed, hidden, with `ask_for_key`), else the local server; fine-tuning
     at OpenAI only with a key and `tune_on_openai`. Chooses the models from the dated list and prints every choice.
 
-    `start_server` (default `gptnb.api.local_server`) and `environ` (default ``os.environ``) are for tests.
+    `start_server` (default `gptnb.serve.local_server`) and `environ` (default ``os.environ``) are for tests.
     """
     import openai
 
@@ -76,7 +76,7 @@ def connect(ask_for_key: bool = False, tune_on_openai: bool = False, *, start_se
     server = None
     if not tune_on_openai:
         if start_server is None:
-            from .api import local_server as start_server
+            from .serve import local_server as start_server
         server = start_server()  # `gptnb serve` in a background thread, stopped at the end (or when Python exits)
         print(f"local server {server.base_url}: {server.model!r} = {server.describe()}")
     client = openai.OpenAI(api_key=environ["OPENAI_API_KEY"]) if use_openai else server.client()
@@ -157,14 +157,8 @@ def compare(y_true, predictions: dict[str, list[int]], tuned: str) -> dict:
     scores = {name: score_with_interval(y_true, predicted) for name, predicted in predictions.items()}
     differences = {}
     for other in (name for name in predictions if name != tuned):
-        d = differences[other] = paired_difference(y_true, predictions[tuned], predictions[other])
-        verdict = (
-            f"the interval includes 0: these {len(y_true)} tweets cannot tell the two apart"
-            if d["includes_zero"]
-            else f"the interval excludes 0: {tuned} is {'better' if d['difference'] > 0 else 'worse'} on tweets "
-            "like these"
-        )
-        print(f"macro-F1, {tuned} − {other}: {format_difference(d)} (paired, same tweets); {verdict}")
+        differences[other] = paired_difference(y_true, predictions[tuned], predictions[other])
+        print(verdict(differences[other], tuned, other) + " (paired: both scored on the same resampled tweets)")
     table = pd.DataFrame(
         {
             name: {

@@ -71,7 +71,7 @@ def test_the_local_servers_errors_and_successes_pass_through():
 
 
 class FakeServer:
-    """What `connect` uses of a `gptnb.api.LocalServer`."""
+    """What `connect` uses of a `gptnb.serve.LocalServer`."""
 
     def __init__(self, *ids):
         self.base_url, self.model, self.loaded = "http://127.0.0.1:9/v1/", "tiny-gpt2", "tiny-gpt2"
@@ -112,8 +112,8 @@ def test_compare_says_whether_the_paired_interval_includes_zero(capsys):
     right, coin = list(y), [0] * 100
     result = openai_lesson.compare(y, {"tuned": right, "base": coin, "same": list(y)}, tuned="tuned")
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("macro-F1, tuned − base: +") and "excludes 0: tuned is better" in lines[0]
-    assert "includes 0: these 100 tweets cannot tell the two apart" in lines[1]
+    assert lines[0].startswith("tuned − base: macro_f1 +") and "tuned is higher, beyond the noise" in lines[0]
+    assert "includes 0, so these tweets cannot tell them apart" in lines[1]
     assert result["differences"]["base"]["low"] > 0 and result["differences"]["same"]["includes_zero"]
     assert list(result["table"].index) == ["tuned", "base", "same"]
     with pytest.raises(KeyError, match="not among the models compared"):

@@ -78,8 +78,9 @@ PAIRS = [
 
 def check_chat_record(answer, system: str = "Classify the sentiment of the tweet: negative or positive.") -> bool:
     """Exercise 5.2: ``answer(prompt, completion, system)`` returns the chat-format training record (a dict that is
-    one JSONL line) that `gptnb.api.prepare_data` writes for that prompt/completion pair with that system message."""
-    from ..api.formats import example_from_pair, to_record
+    one JSONL line) that `gptnb.datacheck.prepare.prepare_data` writes for that prompt/completion pair with that
+    system message."""
+    from ..datacheck.formats import example_from_pair, to_record
 
     def check():
         for prompt, completion in PAIRS:
