@@ -2,6 +2,7 @@
 under nbgrader a wrong answer raises. The checks run on the tiny random GPT-2 (a few tokens)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,3 +175,19 @@ def test_the_cached_loop_may_return_a_list_or_a_row(tiny, capsys):
 def test_quizzes_have_one_right_choice_and_explain_every_choice(question, choices):
     assert question.endswith("?") and sum(choice.correct for choice in choices) == 1
     assert all(choice.why for choice in choices)
+
+
+def test_every_quiz_is_readable_in_the_markdown_above_it():
+    """A rendered notebook (GitHub, a static page) shows no widget: the question and choices are in the markdown."""
+    import nbformat
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "03_generation.ipynb"
+    cells = nbformat.read(notebook, as_version=4).cells
+    quizzes = {f"quiz(*nb03.{name});": getattr(nb03, name) for name in dir(nb03) if name.endswith("_QUIZ")}
+    shown = [i for i, c in enumerate(cells) if c.cell_type == "code" and c.source.strip() in quizzes]
+    assert len(shown) == len(quizzes)
+    for index in shown:
+        question, choices = quizzes[cells[index].source.strip()]
+        above = cells[index - 1]
+        assert above.cell_type == "markdown" and question in above.source, cells[index].source
+        assert all(f"- {choice.text}" in above.source for choice in choices), cells[index].source
