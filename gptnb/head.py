@@ -13,16 +13,13 @@ import copy
 import dataclasses
 import gc
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, Trainer
 
-from .device import mixed_precision
-from .finetune import length_grouped
+from .finetune import _train, _training_arguments, length_grouped
 from .lora import count_trainable
-from .memory import PeakMemory
 from .prompts import tweet_format
 
 
@@ -110,41 +107,21 @@ def train_head(
 ) -> HeadResult:
     """Fine-tune a `head_model` (every weight) on (prompt, class) pairs with the `Trainer`; return a `HeadResult`.
 
-    The same protocol as `gptnb.finetune.finetune`: length-grouped batches, a tenth of the steps as warm-up, and
-    with `val` the validation loss after each epoch, the best epoch's weights kept over several epochs.
+    The same protocol as `gptnb.finetune.finetune`, with its TrainingArguments: length-grouped batches, a tenth of
+    the steps as warm-up, and with `val` the validation loss after each epoch, the best epoch's weights kept over
+    several epochs.
     """
     if not train:
         raise ValueError("train_head needs at least one (prompt, class) training pair")
     train_set = length_grouped(encode_prompts(tokenizer, train, max_length), batch_size, seed)
     val_set = encode_prompts(tokenizer, val, max_length) if val else None
     device = next(model.parameters()).device
-    keep_best = bool(val_set) and epochs > 1  # after one epoch the best weights are the last ones
-    steps = max(1, round(-(-len(train_set) // batch_size) * epochs))
     with tempfile.TemporaryDirectory(prefix="gptnb-head-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=batch_size,
-            learning_rate=learning_rate,
-            weight_decay=0.0,
-            warmup_steps=steps // 10,
-            logging_steps=max(1, steps // 20),
-            eval_strategy="epoch" if val_set else "no",
-            save_strategy="epoch" if keep_best else "no",
-            load_best_model_at_end=keep_best,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-            save_total_limit=1,
-            save_only_model=True,
-            **{"use_cpu": device.type == "cpu", **mixed_precision(device, model.dtype)},
-            train_sampling_strategy="sequential",  # keep length_grouped's order
-            dataloader_pin_memory=device.type == "cuda",
-            remove_unused_columns=False,
-            report_to="none",
-            disable_tqdm=not progress,
-            seed=seed,
-        )
+        args = _training_arguments(
+            scratch, device, model.dtype, len(train_set), bool(val_set), epochs, batch_size,
+            learning_rate=learning_rate, mixed_precision=True, progress=progress, seed=seed,
+            group_by_length=True, logging_steps=None,
+        )  # fmt: skip
         trainer = Trainer(
             model=model,
             args=args,
@@ -152,11 +129,7 @@ def train_head(
             train_dataset=train_set,
             eval_dataset=val_set,
         )
-        started = time.perf_counter()
-        with PeakMemory(device) as peak:
-            trainer.train()
-        evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
-        seconds = time.perf_counter() - started - evaluating
+        seconds, peak_gib, _ = _train(trainer, device, progress)
     model, state = trainer.model.eval(), trainer.state
     del trainer
     gc.collect()  # the trainer holds the optimizer state in reference cycles
@@ -165,7 +138,7 @@ def train_head(
         log_history=list(state.log_history),
         train_seconds=seconds,
         trainable_params=count_trainable(model)[0],
-        peak_memory_gib=peak.gib,
+        peak_memory_gib=peak_gib,
         best_eval_loss=state.best_metric,
         details={"steps": state.global_step, "epochs": state.epoch, "n_train": len(train), "n_val": len(val or ())},
     )
