@@ -7,7 +7,6 @@ cached), the reference the `batcher.Batcher` is tested and benchmarked against; 
 
 from __future__ import annotations
 
-import threading
 from typing import Iterator
 
 import torch
@@ -43,20 +42,11 @@ def generate(
         logits = out.logits[0, -1].float()
 
 
-def batched(
-    batcher: Batcher,
-    ids: list[int],
-    *,
-    max_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    k: int = 0,
-    generator: torch.Generator | None = None,
-    cancel: threading.Event | None = None,
-) -> Iterator[Token]:
-    """One row, with `generate`'s contract: up to `max_tokens` tokens after `ids`, decoded in `batcher`'s batch.
-    Closing the iterator frees its row; setting `cancel` does too, and raises `decode.Cancelled` here."""
-    sampling = {"temperature": temperature, "top_p": top_p, "k": k, "generators": [generator]}
+def batched(batcher: Batcher, ids: list[int], *, max_tokens: int, cancel=None, generator=None, **sampling):
+    """One row, with `generate`'s contract (the same `sampling`: temperature, top_p, k): up to `max_tokens` tokens
+    after `ids`, decoded in `batcher`'s batch. Closing the iterator frees its row; setting `cancel` does too, and
+    raises `decode.Cancelled` here."""
+    sampling = {"temperature": 1.0, "top_p": 1.0, "k": 0, **sampling, "generators": [generator]}
     with batcher.submit([ids], max_tokens=max_tokens, cancel=cancel, **sampling) as generation:
         for _, token in generation:
             if token is not None:
