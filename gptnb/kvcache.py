@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-import time
+from time import perf_counter
 from typing import Callable, Sequence
 
 import torch
@@ -47,11 +47,11 @@ def seconds(step: Callable[[], object], repeats: int = 3, reset: Callable[[], ob
     best = float("inf")
     for run in range(repeats + 1):
         sync()
-        start = time.perf_counter()
+        start = perf_counter()
         step()
         sync()
         if run:  # the first run pays for one-time setup
-            best = min(best, time.perf_counter() - start)
+            best = min(best, perf_counter() - start)
         if reset is not None:
             reset()
     return best
