@@ -41,7 +41,7 @@ class Profile:
     max_new_tokens: int
     api_n_train: int  # notebook 05: tweets the API fine-tuning job (LoRA) trains on
     finetune_n_train: int  # notebook 04: tweets each of its fine-tuning runs trains on (`gptnb finetune` takes n_train)
-    cache_lengths: tuple[int, ...] = (32, 64, 128, 256)  # notebook 03: sequence lengths its KV-cache timing measures
+    cache_lengths: tuple[int, ...] = (16, 32, 64, 128)  # notebook 03: sequence lengths its KV-cache timing measures
 
     def as_dict(self) -> dict:
         """The profile as plain data (for JSON and tables)."""
