@@ -1,7 +1,7 @@
 """The server's layers import one way, and the lesson side imports no server (imports read with ast, none run).
 
 `gptnb.serve.engine`: decode → batcher → pool (reference, for the tests, over decode and batcher); no module of
-gptnb imports one that imports it back; the lesson modules (everything outside `gptnb.serve` and the old names in
+gptnb imports one that imports it back; the lesson modules (everything outside `gptnb.serve` and its old name
 `gptnb.api`) never import the server, except the two that start it on request (`cli`, `openai_lesson`).
 """
 
@@ -11,12 +11,8 @@ import ast
 import threading
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gptnb"
-# The old names that are the lesson side's modules under another name (gptnb/api/formats.py, prepare.py).
-LESSON_ALIASES = {"gptnb.api.formats": "gptnb.datacheck.formats", "gptnb.api.prepare": "gptnb.datacheck.prepare"}
 STARTS_THE_SERVER = {"gptnb.cli", "gptnb.openai_lesson"}  # inside a function, when asked to
 ENGINE_ORDER = ["decode", "batcher", "pool"]  # each may import only those before it
 
@@ -55,13 +51,13 @@ def graph() -> dict[str, set[str]]:
     ``from .. import __version__`` is no cycle)."""
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     return {
-        name: {LESSON_ALIASES.get(i, i) for i in imports(path) if not name.startswith(i + ".")} & set(modules)
+        name: {i for i in imports(path) if not name.startswith(i + ".")} & set(modules)
         for name, path in modules.items()
     }
 
 
 def is_server(name: str) -> bool:
-    return name.startswith(("gptnb.serve", "gptnb.api")) and name not in LESSON_ALIASES
+    return name.startswith(("gptnb.serve", "gptnb.api"))
 
 
 def test_the_engine_layers_import_one_way():
@@ -69,7 +65,7 @@ def test_the_engine_layers_import_one_way():
     for i, layer in enumerate(ENGINE_ORDER):
         later = {f"gptnb.serve.engine.{other}" for other in ENGINE_ORDER[i + 1 :]} | {"gptnb.serve.engine.reference"}
         assert not edges[f"gptnb.serve.engine.{layer}"] & later, f"engine.{layer} imports a layer above it"
-    production = {name for name in edges if is_server(name) and name != "gptnb.api.engine"}
+    production = {name for name in edges if is_server(name)}
     users = sorted(name for name in production if "gptnb.serve.engine.reference" in edges[name])
     assert users == ["gptnb.serve.engine.reference"] or not users, f"the reference loops are for tests: {users}"
 
@@ -135,10 +131,10 @@ def test_a_model_loads_outside_the_pool_lock(monkeypatch):
     assert models.get("slow") is models.get("slow")
 
 
-@pytest.mark.parametrize(
-    "old, new", [("gptnb.api.schemas", "gptnb.serve.protocol"), ("gptnb.api.jobs", "gptnb.serve.jobs.runner")]
-)
-def test_the_old_names_are_the_moved_modules(old, new):
-    import importlib
+def test_the_old_name_starts_the_same_server():
+    import gptnb.api
+    import gptnb.datacheck.prepare
+    import gptnb.serve
 
-    assert importlib.import_module(old) is importlib.import_module(new)
+    assert gptnb.api.local_server is gptnb.serve.local_server
+    assert gptnb.api.prepare_data is gptnb.datacheck.prepare.prepare_data

@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from gptnb.api import local_server
-from gptnb.api.store import Store
+from gptnb.serve import local_server
+from gptnb.serve.jobs.store import Store
 
 NAN, INF = float("nan"), float("inf")
 

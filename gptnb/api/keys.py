@@ -1,7 +1,0 @@
-"""The old name of `gptnb.serve.security.keys` (moved in issue 24), kept as the same module until nothing uses it."""
-
-import sys
-
-from gptnb.serve.security import keys as _moved
-
-sys.modules[__name__] = _moved

@@ -1,7 +1,0 @@
-"""The old name of `gptnb.serve.protocol` (moved in issue 24), kept as the same module until nothing uses it."""
-
-import sys
-
-from gptnb.serve import protocol as _moved
-
-sys.modules[__name__] = _moved
