@@ -55,7 +55,9 @@ def save_finetuned(model, tokenizer, path: str | Path, merge: bool = True) -> Pa
 
 
 def load_finetuned(path: str | Path, device: torch.device | str | None = None):
-    """``(model, tokenizer)`` saved by `save_finetuned` (full weights or a LoRA adapter), in eval mode."""
+    """``(model, tokenizer)`` saved by `save_finetuned` (full weights or a LoRA adapter), in eval mode, with
+    `gptnb.attention`'s padding-safe attention as `gptnb.load_model` gives."""
+    from . import attention
     from .device import pick_device
 
     path = Path(path)
@@ -68,4 +70,4 @@ def load_finetuned(path: str | Path, device: torch.device | str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device or pick_device()).eval(), tokenizer
+    return attention.use_on(model).to(device or pick_device()).eval(), tokenizer
