@@ -408,6 +408,10 @@ def test_student_title_describes_empty_answer_cells():
     assert student_title(source) == f"# Title\n\n{STUDENT_EXERCISES}\n\n**Run time** 1 s"
     assert student_title("# Title\n\nSee the README.") == f"# Title\n\nSee the README.\n\n{STUDENT_EXERCISES}"
     assert "empty answer cell" in STUDENT_EXERCISES
+    linked = "# T\n\nExercises and quizzes: see\n[How the notebooks work](../README.md#how-the-notebooks-work).\n\nEnd"
+    assert student_title(linked) == (
+        f"# T\n\n{STUDENT_EXERCISES} More: [How the notebooks work](../README.md#how-the-notebooks-work).\n\nEnd"
+    )
 
 
 def test_a_failed_check_under_grading_shows_one_line(monkeypatch):

@@ -101,11 +101,13 @@ def exercises(path: Path) -> list[Exercise]:
 
 
 def student_title(source: str) -> str:
-    """The title cell's text for a student copy: the exercises paragraph describes empty answer cells."""
+    """The title cell's text for a student copy: the exercises paragraph describes empty answer cells, and keeps
+    the links the paragraphs it replaces had (the README's "How the notebooks work")."""
     paragraphs = source.split("\n\n")
     about = [i for i, text in enumerate(paragraphs) if "reference answer" in text or "Exercises" in text[:40]]
     if about:
-        paragraphs[about[0]] = STUDENT_EXERCISES
+        links = dict.fromkeys(re.findall(r"\[[^\]]+\]\([^)\s]+\)", "\n".join(paragraphs[i] for i in about)))
+        paragraphs[about[0]] = STUDENT_EXERCISES + (f" More: {', '.join(links)}." if links else "")
         for i in reversed(about[1:]):
             del paragraphs[i]
     else:
