@@ -121,13 +121,13 @@ def create_job(tuner, **arguments):
 def base_predictions(api: Connection, splits, profile, predict, few_shot, k_shots: int) -> tuple[dict, str]:
     """The base model's test predictions to compare the fine-tuned one with, and where they come from.
 
-    Local server: notebook 02's zero-shot and best calibrated few-shot predictions (`prompting_baselines`: read from
+    Local server: notebook 02's zero-shot and best few-shot predictions (`prompting_baselines`: read from
     the results table, or computed in this process as notebook 02 does). OpenAI: `k_shots`-shot through the API,
     with the notebook's `predict(model, make_messages, texts)`.
     """
     if not api.tunes_locally:
         return {f"base, {k_shots}-shot via the API": predict(api.tune_model, few_shot, list(splits.test.text))}, "API"
-    from .baselines import BASELINES, prompting_baselines, setup
+    from .baselines import BASELINES, BEST_PROMPT, prompting_baselines, setup
     from .models import load_model
     from .results import recorded_predictions
 
@@ -138,10 +138,10 @@ def base_predictions(api: Connection, splits, profile, predict, few_shot, k_shot
     else:
         model, tokenizer = load_model(api.server.model)
     found = prompting_baselines(model, tokenizer, splits, profile=profile, model_name=name)
-    k = int(found.rows.set_index("method").loc["best few-shot calibrated", "shots"])
+    k = int(found.rows.set_index("method").loc[BEST_PROMPT, "shots"])
     return {
         "base, zero-shot (notebook 02)": found.predictions["zero-shot"],
-        f"base, best few-shot calibrated (notebook 02, k={k})": found.predictions["best few-shot calibrated"],
+        f"base, best few-shot (notebook 02, k={k})": found.predictions[BEST_PROMPT],
     }, (f"notebook 02's baselines: {found.source} (k chosen on {profile.n_sweep} validation tweets)")
 
 

@@ -24,7 +24,7 @@ def test_computed_once_then_read_from_the_table(tiny_gpt2, splits):
     profile = get_profile("tiny")
     first = baselines.prompting_baselines(model, tokenizer, splits, profile=profile, model_name="tiny-gpt2")
     assert first.source.startswith("computed here in")
-    assert set(first.predictions) == {"zero-shot", "best few-shot calibrated"}
+    assert set(first.predictions) == {"zero-shot", "best few-shot"}
     assert all(len(p) == len(splits.test) for p in first.predictions.values())
     assert first.rows.method.tolist() == list(baselines.METHODS)
     zero = first.rows.set_index("method").loc["zero-shot"]
@@ -45,14 +45,17 @@ def test_the_same_as_scoring_the_chosen_prompt_by_hand(tiny_gpt2, splits):
     runs = baselines.sweep(model, tokenizer, splits, profile=profile)
     assert len(runs) == len(baselines.variants(profile))
     k, draw = baselines.best_variant(runs)
-    assert got.rows.set_index("method").loc["best few-shot calibrated"].shots == k
+    assert got.rows.set_index("method").loc["best few-shot"].shots == k
     prompt, examples = baselines.tweet_prompt(splits.labels), sample_examples(splits.train, k, seed=draw)
     words = list(prompt.label_words)
     scores = label_logprobs(model, tokenizer, [prompt.render(t, examples) for t in splits.test.text], words)
     prior = content_free_prior(
         label_logprobs(model, tokenizer, [prompt.render(c, examples) for c in ("N/A", "", "[MASK]")], words)
     )
-    assert got.predictions["best few-shot calibrated"] == calibrate(scores, prior).argmax(-1).tolist()
+    assert got.predictions["best few-shot"] == scores.argmax(-1).tolist()
+    assert got.rows.set_index("method").loc["best few-shot calibrated"].macro_f1 == pytest.approx(
+        results.score(splits.test.label, calibrate(scores, prior).argmax(-1).tolist())["macro_f1"]
+    )
 
 
 def test_best_variant_needs_a_few_shot_run():
