@@ -65,7 +65,7 @@ test-fast: install
 
 # Every notebook in the tiny profile in a GPU's dtypes on this machine (gptnb.device.forced_dtype): bf16 as an
 # A100/H100 runs them (training included), then 01-03's inference in fp16 as a T4 does.
-# Measured: 150 s + 110 s on 2 shared cores (load 1-3).
+# Measured: 71 s + 49 s on 2 idle cores (2026-12-02).
 test-bf16: install
 	GPTNB_DTYPE=bfloat16 GPTNB_PROFILE=tiny $(PYTEST_NB) $(NOTEBOOKS)
 	GPTNB_DTYPE=float16 GPTNB_PROFILE=tiny $(PYTEST_NB) $(filter notebooks/01_% notebooks/02_% notebooks/03_%,$(NOTEBOOKS))
