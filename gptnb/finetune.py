@@ -56,8 +56,13 @@ class FinetuneResult:
 
     def summary(self) -> dict:
         """The numbers of the result, without the model (for tables and JSON)."""
-        skip = {"model", "tokenizer", "log_history"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return numbers_of(self)
+
+
+def numbers_of(result) -> dict:
+    """A training result dataclass's fields without its model, tokenizer and log: its numbers, for tables and JSON."""
+    skip = {"model", "tokenizer", "log_history"}
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in skip}
 
 
 class TrainingDiverged(RuntimeError):
@@ -165,7 +170,7 @@ def finetune(
     hooks = _Hooks(on_step, should_stop)
     device = next(model.parameters()).device
     with tempfile.TemporaryDirectory(prefix="gptnb-finetune-") as scratch:
-        args = _training_arguments(
+        args = training_arguments(
             output_dir or scratch, device, model.dtype, len(train_set), bool(val_set), epochs, batch_size,
             learning_rate=learning_rate, logging_steps=logging_steps, group_by_length=group_by_length,
             progress=progress, mixed_precision=mixed_precision, seed=seed,
@@ -175,7 +180,7 @@ def finetune(
             model=model, args=args, data_collator=collator, train_dataset=train_set, eval_dataset=val_set,
             processing_class=tokenizer, callbacks=[hooks],
         )  # fmt: skip
-        seconds, peak_gib, share = _train(trainer, device, progress)
+        seconds, peak_gib, share = train_measured(trainer, device, progress)
     model, state = trainer.model.eval(), trainer.state
     del trainer
     gc.collect()  # the trainer holds the optimizer state (twice the model's size) in reference cycles
@@ -190,7 +195,7 @@ def finetune(
     )  # fmt: skip
 
 
-def _train(trainer: Trainer, device: torch.device, progress: bool) -> tuple[float, float, float]:
+def train_measured(trainer: Trainer, device: torch.device, progress: bool) -> tuple[float, float, float]:
     """Run `trainer`; return its training seconds (without evaluations), peak memory (GiB) and padding share."""
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log entry when bars are off
@@ -201,7 +206,7 @@ def _train(trainer: Trainer, device: torch.device, progress: bool) -> tuple[floa
     return time.perf_counter() - started - evaluating, peak.gib, padding_share(trainer.get_train_dataloader())
 
 
-def _training_arguments(
+def training_arguments(
     output_dir, device, dtype, n_train: int, validate: bool, epochs: float, batch_size: int, **options
 ) -> TrainingArguments:
     """`finetune`'s TrainingArguments: evaluation each epoch with `validate` (keeping the best epoch's weights when

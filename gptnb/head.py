@@ -10,7 +10,6 @@ runs' own (`head_pairs`), so the head reads the very position where label scorin
 from __future__ import annotations
 
 import copy
-import dataclasses
 import gc
 import tempfile
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForSequenceClassification, Trainer
 
-from .finetune import _train, _training_arguments, length_grouped
+from .finetune import length_grouped, numbers_of, train_measured, training_arguments
 from .lora import count_trainable
 from .prompts import tweet_format
 
@@ -88,8 +87,7 @@ class HeadResult:
 
     def summary(self) -> dict:
         """The numbers of the result, without the model (for tables and JSON)."""
-        skip = {"model", "log_history"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return numbers_of(self)
 
 
 def train_head(
@@ -117,7 +115,7 @@ def train_head(
     val_set = encode_prompts(tokenizer, val, max_length) if val else None
     device = next(model.parameters()).device
     with tempfile.TemporaryDirectory(prefix="gptnb-head-") as scratch:
-        args = _training_arguments(
+        args = training_arguments(
             scratch, device, model.dtype, len(train_set), bool(val_set), epochs, batch_size,
             learning_rate=learning_rate, mixed_precision=True, progress=progress, seed=seed,
             group_by_length=True, logging_steps=None,
@@ -129,7 +127,7 @@ def train_head(
             train_dataset=train_set,
             eval_dataset=val_set,
         )
-        seconds, peak_gib, _ = _train(trainer, device, progress)
+        seconds, peak_gib, _ = train_measured(trainer, device, progress)
     model, state = trainer.model.eval(), trainer.state
     del trainer
     gc.collect()  # the trainer holds the optimizer state in reference cycles
