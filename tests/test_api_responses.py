@@ -203,3 +203,21 @@ def test_a_fine_tuned_model_answers_and_responses_survive_a_restart(server, clie
             model=job.fine_tuned_model, input="And again?", previous_response_id=tuned.id, max_output_tokens=2
         )
         assert later.previous_response_id == tuned.id
+
+
+def test_an_error_mid_stream_is_sent_as_each_api_streams_one(capsys):
+    """Chat and completions streams end an error with ``[DONE]``; a Responses stream sends an ``error`` event
+    numbered after the last event sent."""
+    from gptnb.serve.wire import event_stream, sse
+
+    def events(count):
+        yield from ({"type": "response.created", "sequence_number": i} for i in range(count))
+        raise ValueError("boom")
+
+    error = {"message": "ValueError: boom", "type": "server_error", "param": None, "code": None}
+    assert "".join(sse(events(0)).lines) == f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n"
+    frames = "".join(event_stream(events(2)).lines).split("\n\n")
+    assert frames[1] == 'event: response.created\ndata: {"type": "response.created", "sequence_number": 1}'
+    failed = {**error, "type": "error", "sequence_number": 2}
+    assert frames[2:] == [f"event: error\ndata: {json.dumps(failed)}", ""]
+    assert "ValueError: boom" in capsys.readouterr().err

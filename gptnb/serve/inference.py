@@ -1,49 +1,42 @@
 """The two inference endpoints: ``/v1/completions`` and ``/v1/chat/completions``, whole or streamed.
 
-Each turns a checked request (`schemas`) into token ids, submits one row per choice to the
+Each turns a checked request (`protocol`) into token ids, submits one row per choice to the
 model's `engine.batcher.Batcher` (so that concurrent requests, and a request's choices, are decoded
-together), turns each row's tokens into text (`engine.decode.ChoiceText`), and shapes the result as
-OpenAI does: ``logprobs`` per token, ``usage`` counts, server-sent events ending in ``[DONE]``
-when ``stream`` is set (the choices' chunks interleaved as their tokens come, as OpenAI streams
-``n`` > 1). Both build the stream's chunks (typed: `schemas.Completion`, `schemas.ChatCompletion`);
-the whole response is those chunks joined, so the two cannot disagree. A full waiting line is a
+together), and collects each row's tokens as text (`Decoding`, which ``/v1/responses`` shares) into
+the stream's chunks (`chunks_of`: typed `wire.Completion`, `wire.ChatCompletion`, the choices'
+chunks interleaved as their tokens come, as OpenAI streams ``n`` > 1, the usage last). `wire.delivered`
+sends them as server-sent events or joins them into the whole response. A full waiting line is a
 429 with ``Retry-After``, sent before any stream starts.
-
-Over 300 lines: the two endpoints' checks, decoding and response shapes, the one place where OpenAI's
-completion and chat formats are made.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
-import traceback
-from typing import Callable, Generator, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
-from fastapi.responses import StreamingResponse
 
 from .. import __version__
 from ..datacheck.formats import PLAIN_CHAT_STOPS, chat_prompt
 from .engine.batcher import Generation, QueueFull
 from .engine.decode import ChoiceText, Loaded, Piece, prompt_tokens
 from .jobs.store import new_id
-from .protocol import (
-    DEFAULT_CHAT_MAX_TOKENS,
-    MAX_PROMPTS,
-    APIError,
+from .protocol import DEFAULT_CHAT_MAX_TOKENS, MAX_PROMPTS, APIError, ChatRequest, CompletionRequest
+from .wire import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
     ChatMessage,
-    ChatRequest,
+    Chunk,
     Completion,
     CompletionChoice,
-    CompletionRequest,
     Usage,
-    response_json,
+    chat_logprobs,
+    completion_logprobs,
+    delivered,
+    joined_choices,
 )
 
 FINGERPRINT = f"gptnb-{__version__}"
@@ -117,18 +110,33 @@ def row_pieces(loaded: Loaded, generation: Generation, stops: tuple[str, ...]) -
 
 class Decoding:
     """The collector completions, chat and responses share: a submitted generation's rows as text pieces
-    (`row_pieces`), its output tokens counted as they come.
+    (`row_pieces`), its output tokens counted as they come. With `strip_start` (a reply in the plain
+    ``User:``/``Assistant:`` template), each row's text loses the spaces it starts with.
 
     Use it in a ``with`` block: leaving it, however (finished, failed, the client gone), closes the generation
     and gives `report` the usage."""
 
-    def __init__(self, loaded: Loaded, generation: Generation, stops: tuple[str, ...], prompted: int, report: Report):
+    def __init__(
+        self,
+        loaded: Loaded,
+        generation: Generation,
+        stops: tuple[str, ...],
+        prompted: int,
+        report: Report,
+        strip_start: bool = False,
+    ):
         self.loaded, self.generation, self.stops, self.report = loaded, generation, stops, report
         self.prompt_tokens, self.completion_tokens = prompted, 0
+        self.strip_start = strip_start
 
     def __iter__(self) -> Iterator[tuple[int, Piece]]:
+        started: set[int] = set()  # rows whose text has begun
         for index, piece in row_pieces(self.loaded, self.generation, self.stops):
             self.completion_tokens += len(piece.tokens)
+            if self.strip_start and index not in started:
+                piece.text = piece.text.lstrip()
+            if piece.text:
+                started.add(index)
             yield index, piece
 
     def __enter__(self) -> Decoding:
@@ -143,27 +151,30 @@ class Decoding:
         return Usage.of(self.prompt_tokens, self.completion_tokens)
 
 
-def joined_choices(chunks, blank: Callable[[int], CompletionChoice | ChatChoice]) -> list:
-    """A whole response's choices from its stream's chunks (one choice's piece each, interleaved): choice i is
-    `blank(i)` with the text of its pieces appended, their logprobs joined and the last finish reason."""
-    choices: dict = {}
-    for chunk in chunks:
-        new = chunk.choices[0]
-        old = choices.setdefault(new.index, blank(new.index))
-        if isinstance(old, CompletionChoice):
-            old.text += new.text
-        else:
-            old.message.content += new.delta.get("content", "")
-        old.logprobs = _joined(old.logprobs, new.logprobs)
-        old.finish_reason = new.finish_reason
-    return [choices[index] for index in sorted(choices)]
+def chunks_of(
+    decoding: Decoding,
+    chunk: Callable[[int, Piece], Chunk],
+    usage_chunk: Callable[[Usage], Chunk],
+    opening: Iterable[Chunk] = (),
+) -> Iterator[Chunk]:
+    """A completions or chat stream's chunks: the `opening` ones (consumed once generation has begun), then
+    `chunk(index, piece)` for each row's pieces as they come (`decoding`), then `usage_chunk` of the usage."""
+    with decoding:
+        yield from opening
+        for index, piece in decoding:
+            yield chunk(index, piece)
+    yield usage_chunk(decoding.usage())
 
 
-def chat_input(loaded: Loaded, messages: list[dict]) -> tuple[list[int], bool]:
-    """The token ids of chat `messages` (``role``, ``content``) rendered with the model's chat template, and
-    whether the template is the plain ``User:``/``Assistant:`` one (no template of its own: stop at
-    `formats.PLAIN_CHAT_STOPS`, and drop the reply's leading space)."""
-    return encode(loaded, chat_prompt(messages, loaded.tokenizer)), not getattr(loaded.tokenizer, "chat_template", None)
+def chat_turn(loaded: Loaded, messages: list[dict], max_tokens: int | None, param: str) -> tuple[list[int], int, bool]:
+    """The next reply to chat `messages` (``role``, ``content``): their token ids rendered with the model's chat
+    template, the tokens to generate (`max_tokens`, else up to `DEFAULT_CHAT_MAX_TOKENS` as the context allows),
+    and whether the template is the plain ``User:``/``Assistant:`` one (no template of its own: stop at
+    `formats.PLAIN_CHAT_STOPS`, and drop the reply's leading space). 400 naming `param` when they do not fit."""
+    ids = encode(loaded, chat_prompt(messages, loaded.tokenizer))
+    check_room(loaded, ids, max_tokens or 1, param)
+    max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
+    return ids, max_tokens, not getattr(loaded.tokenizer, "chat_template", None)
 
 
 def prompts_of(loaded: Loaded, prompt) -> list[tuple[str, list[int]]]:
@@ -183,64 +194,6 @@ def prompts_of(loaded: Loaded, prompt) -> list[tuple[str, list[int]]]:
     return [(loaded.tokenizer.decode(ids), list(ids)) for ids in prompt]
 
 
-def completion_logprobs(tokens, start: int) -> dict:
-    """The completions endpoint's ``logprobs``: tokens, their logprobs, the top-k of each, text offsets."""
-    offsets, at = [], start
-    for token in tokens:
-        offsets.append(at)
-        at += len(token.text)
-    return {
-        "tokens": [t.text for t in tokens],
-        "token_logprobs": [t.logprob for t in tokens],
-        "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in tokens],
-        "text_offset": offsets,
-    }
-
-
-def chat_logprobs(tokens) -> dict:
-    """The chat endpoint's ``logprobs``: one entry per token, with its UTF-8 bytes and top alternatives."""
-
-    def entry(text: str, logprob: float) -> dict:
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
-
-    return {
-        "content": [{**entry(t.text, t.logprob), "top_logprobs": [entry(s, v) for s, v in t.top]} for t in tokens],
-        "refusal": None,
-    }
-
-
-class EventStream(StreamingResponse):
-    """A streamed response that closes its `lines` (a generator) as soon as it ends, however it ends.
-
-    A client that has gone makes Starlette stop iterating without closing the generator, which would keep
-    its rows in the batch until the garbage collector found it; closing it closes the `engine.batcher.Generation`."""
-
-    def __init__(self, lines: Generator[str, None, None]):
-        super().__init__(lines, media_type="text/event-stream")
-        self.lines = lines
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.lines.close()
-
-
-def sse(events) -> StreamingResponse:
-    """Server-sent events as OpenAI streams them, ending with ``[DONE]``; an error mid-stream is sent as an event."""
-
-    def lines():
-        try:
-            for event in events:
-                yield f"data: {json.dumps(event)}\n\n"
-        except Exception as error:  # the status line is already sent: report the error in the stream
-            traceback.print_exc()
-            yield f"data: {json.dumps(APIError(500, f'{type(error).__name__}: {error}').body())}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return EventStream(lines())
-
-
 def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event | None = None, report: Report = None):
     """Answer ``/v1/completions``: every prompt, `n` choices each, as one response or a stream.
 
@@ -257,29 +210,37 @@ def complete(loaded: Loaded, request: CompletionRequest, cancel: threading.Event
     generation = submit(loaded, rows, max_tokens, sampling(loaded, request, k, len(rows)), cancel)
     head = {"id": new_id("cmpl"), "created": int(time.time()), "model": request.model}
 
+    at = [len(prompts[index // n][0]) for index in range(len(rows))]  # each choice's text offset
+
     def chunk(index: int, text: str, tokens, start: int, finish_reason: str | None) -> Completion:
         logprobs = completion_logprobs(tokens, start) if k is not None else None
         choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
         return Completion(**head, system_fingerprint=FINGERPRINT, choices=[choice])
 
-    def chunks() -> Iterator[Completion]:
-        """The stream: with ``echo``, every choice's prompt; then the choices' pieces as they come; the usage."""
-        with Decoding(loaded, generation, tuple(request.stop), sum(len(ids) for _, ids in prompts), report) as decoding:
-            if request.echo:
-                for p, (prompt, ids) in enumerate(prompts):
-                    echoed = prompt_tokens(loaded, ids, k) if k is not None else []
-                    yield from (chunk(index, prompt, echoed, 0, None) for index in range(p * n, p * n + n))
-            at = [len(prompts[index // n][0]) for index in range(len(rows))]  # each choice's text offset
-            for index, piece in decoding:
-                yield chunk(index, piece.text, piece.tokens, at[index], piece.finish_reason)
-                at[index] += len(piece.text)
-        yield Completion(**head, choices=[], usage=decoding.usage())
+    def echoed() -> Iterator[Completion]:
+        """With ``echo``, every choice's prompt first (scored when logprobs are asked)."""
+        for p, (prompt, ids) in enumerate(prompts):
+            tokens = prompt_tokens(loaded, ids, k) if k is not None else []
+            yield from (chunk(index, prompt, tokens, 0, None) for index in range(p * n, p * n + n))
 
-    if request.stream:
-        return sse(_with_usage(chunks(), request))
-    *pieces, last = chunks()
-    choices = joined_choices(pieces, lambda i: CompletionChoice(index=i, text="", logprobs=None, finish_reason=None))
-    return response_json(Completion(**head, system_fingerprint=FINGERPRINT, choices=choices, usage=last.usage))
+    def piece_chunk(index: int, piece: Piece) -> Completion:
+        start, at[index] = at[index], at[index] + len(piece.text)
+        return chunk(index, piece.text, piece.tokens, start, piece.finish_reason)
+
+    def whole(pieces: list[Completion], usage: Usage) -> Completion:
+        choices = joined_choices(
+            pieces, lambda i: CompletionChoice(index=i, text="", logprobs=None, finish_reason=None)
+        )
+        return Completion(**head, system_fingerprint=FINGERPRINT, choices=choices, usage=usage)
+
+    decoding = Decoding(loaded, generation, tuple(request.stop), sum(len(ids) for _, ids in prompts), report)
+    chunks = chunks_of(
+        decoding,
+        piece_chunk,
+        lambda usage: Completion(**head, choices=[], usage=usage),
+        echoed() if request.echo else (),
+    )
+    return delivered(request, chunks, whole)
 
 
 def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = None, report: Report = None):
@@ -288,12 +249,11 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
     `cancel` and `report` as in `complete`."""
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
-    ids, plain = chat_input(loaded, messages)
+    messages = [message.chat() for message in request.messages]
+    ids, max_tokens, plain = chat_turn(
+        loaded, messages, request.max_completion_tokens or request.max_tokens, "messages"
+    )
     stops = tuple(request.stop) + (PLAIN_CHAT_STOPS if plain else ())
-    max_tokens = request.max_completion_tokens or request.max_tokens
-    check_room(loaded, ids, max_tokens or 1, "messages")
-    max_tokens = max_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
     k = (request.top_logprobs or 0) if request.logprobs else None
     n = request.n or 1
     generation = submit(loaded, [ids] * n, max_tokens, sampling(loaded, request, k, n), cancel)
@@ -304,48 +264,29 @@ def chat(loaded: Loaded, request: ChatRequest, cancel: threading.Event | None = 
         "system_fingerprint": FINGERPRINT,
     }
 
-    def chunk(index: int, delta: dict, logprobs: dict | None, finish_reason: str | None) -> ChatCompletion:
+    def chunk(
+        index: int, delta: dict, logprobs: dict | None = None, finish_reason: str | None = None
+    ) -> ChatCompletion:
         choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
         return ChatCompletion(**head, object="chat.completion.chunk", choices=[choice])
 
-    def chunks() -> Iterator[ChatCompletion]:
-        """The stream: every reply's role, then the replies' pieces as they come (a plain-template reply loses
-        its leading space), then the usage."""
-        started = [not plain] * n
-        with Decoding(loaded, generation, stops, len(ids), report) as rows:
-            yield from (chunk(index, {"role": "assistant", "content": ""}, None, None) for index in range(n))
-            for index, piece in rows:
-                text = piece.text if started[index] else piece.text.lstrip()
-                started[index] = started[index] or bool(text)
-                logprobs = chat_logprobs(piece.tokens) if k is not None else None
-                delta = {"content": text} if text or not piece.finish_reason else {}
-                yield chunk(index, delta, logprobs, piece.finish_reason)
-        yield ChatCompletion(**head, object="chat.completion.chunk", choices=[], usage=rows.usage())
+    def piece_chunk(index: int, piece: Piece) -> ChatCompletion:
+        logprobs = chat_logprobs(piece.tokens) if k is not None else None
+        delta = {"content": piece.text} if piece.text or not piece.finish_reason else {}
+        return chunk(index, delta, logprobs, piece.finish_reason)
 
-    if request.stream:
-        return sse(_with_usage(chunks(), request))
-    *pieces, last = chunks()
+    def whole(pieces: list[ChatCompletion], usage: Usage) -> ChatCompletion:
+        def blank(index: int) -> ChatChoice:
+            return ChatChoice(index=index, finish_reason=None, message=ChatMessage(content=""), logprobs=None)
 
-    def blank(index: int) -> ChatChoice:
-        return ChatChoice(index=index, finish_reason=None, message=ChatMessage(content=""), logprobs=None)
+        return ChatCompletion(**head, object="chat.completion", choices=joined_choices(pieces, blank), usage=usage)
 
-    return response_json(
-        ChatCompletion(**head, object="chat.completion", choices=joined_choices(pieces, blank), usage=last.usage)
+    decoding = Decoding(loaded, generation, stops, len(ids), report, strip_start=plain)
+    roles = (chunk(index, {"role": "assistant", "content": ""}) for index in range(n))
+    chunks = chunks_of(
+        decoding,
+        piece_chunk,
+        lambda usage: ChatCompletion(**head, object="chat.completion.chunk", choices=[], usage=usage),
+        roles,
     )
-
-
-def _with_usage(chunks, request) -> Iterator[dict]:
-    """The stream's chunks as JSON data; the last, the usage, only when ``stream_options.include_usage`` asks."""
-    include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    for chunk in chunks:
-        if chunk.usage is None or include_usage:
-            yield response_json(chunk)
-
-
-def _joined(whole: dict | None, piece: dict | None) -> dict | None:
-    """Logprobs of a whole choice from those of its pieces: each list of the piece appended to the whole's."""
-    if piece is None:
-        return whole
-    if whole is None:
-        return {key: list(value) if isinstance(value, list) else value for key, value in piece.items()}
-    return {key: whole[key] + value if isinstance(value, list) else value for key, value in piece.items()}
+    return delivered(request, chunks, whole)

@@ -5,8 +5,8 @@ rather than silently ignored; OpenAI arguments this server does not implement ar
 accepted only at their neutral default. A string holding a lone UTF-16 surrogate (``"\\ud800"``
 in JSON), anywhere in a body, is refused too: it is not text, and no tokenizer or file can take it.
 
-Over 300 lines: one pydantic model per request and response shape of the API, kept together so that the
-whole contract with the SDK reads in one place.
+What the server sends back is shaped in `wire`. Over 300 lines: one pydantic model per request shape of the API,
+with its checks, kept together so that all the SDK may send reads in one place.
 """
 
 from __future__ import annotations
@@ -181,26 +181,37 @@ class TextPart(Strict):
     text: str
 
 
-class Message(Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+class TextContent(Strict):
+    """A message whose content is text: a string, or a list of parts of the `PARTS` types, each with a ``text``."""
 
-    @field_validator("content", mode="before")
+    PARTS: ClassVar[tuple[str, ...]]
+
+    @field_validator("content", mode="before", check_fields=False)
     @classmethod
     def _text_only(cls, content):
         if isinstance(content, list):
             kinds = {part.get("type") if isinstance(part, dict) else type(part).__name__ for part in content}
-            if kinds - {"text"}:
-                raise ValueError(
-                    f"only text content parts are supported here, not {', '.join(map(str, kinds - {'text'}))}"
-                )
+            if kinds - set(cls.PARTS):
+                unknown = ", ".join(map(str, kinds - set(cls.PARTS)))
+                raise ValueError(f"only {cls.PARTS[0]} content parts are supported here, not {unknown}")
         elif not isinstance(content, str):
-            raise ValueError("content must be a string or a list of text parts")
+            raise ValueError(f"content must be a string or a list of {cls.PARTS[0]} parts")
         return content
 
     def text(self) -> str:
+        """The content as one string: its parts' text joined."""
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+    def chat(self) -> dict:
+        """The message as a chat template takes it (``role``, ``content``): a developer message as a system one."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+
+
+class Message(TextContent):
+    PARTS: ClassVar[tuple[str, ...]] = ("text",)
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
 
 
 class ChatRequest(Sampling):
@@ -222,29 +233,15 @@ class InputPart(Strict):
     logprobs: list | None = None
 
 
-class InputMessage(Strict):
+class InputMessage(TextContent):
     """A message of a Responses ``input`` list (`EasyInputMessage`, or an output message sent back)."""
 
+    PARTS: ClassVar[tuple[str, ...]] = ("input_text", "output_text")
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[InputPart]
     id: str | None = None
     status: str | None = None
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_only(cls, content):
-        if isinstance(content, list):
-            kinds = {part.get("type") if isinstance(part, dict) else type(part).__name__ for part in content}
-            if kinds - {"input_text", "output_text"}:
-                unknown = ", ".join(map(str, kinds - {"input_text", "output_text"}))
-                raise ValueError(f"only input_text content parts are supported here, not {unknown}")
-        elif not isinstance(content, str):
-            raise ValueError("content must be a string or a list of input_text parts")
-        return content
-
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
 class TextFormat(Strict):
@@ -286,7 +283,7 @@ class ResponsesRequest(Tuning):
     def messages(self) -> list[dict]:
         """The input as chat messages (``role``, ``content``), a developer message as a system one."""
         items = [InputMessage(role="user", content=self.input)] if isinstance(self.input, str) else self.input
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in items]
+        return [message.chat() for message in items]
 
 
 Auto = Literal["auto"]
@@ -344,148 +341,3 @@ class JobRequest(Body):
             self.method.supervised.hyperparameters if self.method and self.method.supervised else self.hyperparameters
         )
         return (chosen or Hyperparameters()).model_dump()
-
-
-# --- responses ---------------------------------------------------------------------------------------
-
-
-class ModelObject(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
-
-
-class Deleted(BaseModel):
-    id: str
-    object: str
-    deleted: bool = True
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-    @classmethod
-    def of(cls, prompt: int, completion: int) -> Usage:
-        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-class CompletionChoice(BaseModel):
-    index: int
-    text: str
-    logprobs: dict | None
-    finish_reason: str | None
-
-
-class Completion(BaseModel):
-    """A ``/v1/completions`` response, and each chunk of its stream (one choice's piece, or the usage)."""
-
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-
-
-class ChatMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-    refusal: None = None
-
-
-class ChatChoice(BaseModel):
-    index: int
-    finish_reason: str | None
-    message: ChatMessage
-    logprobs: dict | None
-
-
-class ChatChunkChoice(BaseModel):
-    index: int
-    delta: dict
-    logprobs: dict | None
-    finish_reason: str | None
-
-
-class ChatCompletion(BaseModel):
-    """A ``/v1/chat/completions`` response (``choices`` of `ChatChoice`), and each chunk of its stream
-    (``object`` ``chat.completion.chunk``, one `ChatChunkChoice` or the usage)."""
-
-    id: str
-    object: Literal["chat.completion", "chat.completion.chunk"]
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[ChatChoice] | list[ChatChunkChoice]
-    usage: Usage | None = None
-
-
-class OutputText(BaseModel):
-    type: Literal["output_text"] = "output_text"
-    text: str
-    annotations: list = []
-    logprobs: list = []
-
-
-class OutputMessage(BaseModel):
-    id: str
-    type: Literal["message"] = "message"
-    role: Literal["assistant"] = "assistant"
-    status: Literal["in_progress", "completed", "incomplete"]
-    content: list[OutputText]
-
-
-class ResponseUsage(BaseModel):
-    input_tokens: int
-    input_tokens_details: dict = {"cached_tokens": 0, "cache_write_tokens": 0}
-    output_tokens: int
-    output_tokens_details: dict = {"reasoning_tokens": 0}
-    total_tokens: int
-
-    @classmethod
-    def of(cls, prompt: int, completion: int) -> ResponseUsage:
-        return cls(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
-
-
-class ResponseObject(BaseModel):
-    """A ``/v1/responses`` response (``object`` ``response``), also inside its stream's events."""
-
-    id: str
-    object: Literal["response"] = "response"
-    created_at: int
-    completed_at: int | None = None
-    status: Literal["in_progress", "completed", "incomplete", "failed"]
-    error: dict | None = None
-    incomplete_details: dict | None = None
-    model: str
-    instructions: str | None
-    max_output_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    previous_response_id: str | None
-    store: bool
-    metadata: dict[str, str] = {}
-    output: list[OutputMessage]
-    parallel_tool_calls: bool = False
-    tool_choice: Literal["none", "auto"] = "none"
-    tools: list = []
-    text: dict = {"format": {"type": "text"}}
-    truncation: Literal["disabled"] = "disabled"
-    user: str | None = None
-    usage: ResponseUsage | None = None
-
-
-def response_json(response: Completion | ChatCompletion) -> dict:
-    """The response as JSON data; ``usage`` and ``system_fingerprint`` appear only when they have a value."""
-    return response.model_dump(
-        exclude={name for name in ("usage", "system_fingerprint") if getattr(response, name) is None}
-    )

@@ -17,25 +17,16 @@ the response and its conversation are kept (`store.Store.add_response`) before t
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
-import traceback
 from typing import Callable, Iterator
 
 from ..datacheck.formats import PLAIN_CHAT_STOPS
 from .engine.decode import Loaded
-from .inference import Decoding, EventStream, Report, chat_input, check_room, sampling, submit
+from .inference import Decoding, Report, chat_turn, sampling, submit
 from .jobs.store import new_id, new_response_id
-from .protocol import (
-    DEFAULT_CHAT_MAX_TOKENS,
-    APIError,
-    OutputMessage,
-    OutputText,
-    ResponseObject,
-    ResponsesRequest,
-    ResponseUsage,
-)
+from .protocol import ResponsesRequest
+from .wire import OutputMessage, OutputText, ResponseObject, ResponseUsage, event_stream
 
 Keep = Callable[[dict], None] | None  # given the record to store: {"id", "created_at", "response", "conversation"}
 
@@ -54,11 +45,9 @@ def respond(
     record to store once the reply is complete."""
     conversation = [*history, *request.messages()]
     system = [{"role": "system", "content": request.instructions}] if request.instructions else []
-    ids, plain = chat_input(loaded, system + conversation)
-    check_room(loaded, ids, request.max_output_tokens or 1, "input")
-    max_tokens = request.max_output_tokens or min(DEFAULT_CHAT_MAX_TOKENS, loaded.context_length - len(ids))
+    ids, max_tokens, plain = chat_turn(loaded, system + conversation, request.max_output_tokens, "input")
     generation = submit(loaded, [ids], max_tokens, sampling(loaded, request, None, 1), cancel)
-    decoding = Decoding(loaded, generation, PLAIN_CHAT_STOPS if plain else (), len(ids), report)
+    decoding = Decoding(loaded, generation, PLAIN_CHAT_STOPS if plain else (), len(ids), report, strip_start=plain)
     response = ResponseObject(
         id=new_response_id(),
         created_at=int(time.time()),
@@ -96,18 +85,16 @@ def respond(
             keep({"id": done.id, "created_at": done.created_at, "response": done.model_dump(), "conversation": said})
         return done
 
-    events = stream_events(response, item, decoding, plain, finished)
+    events = stream_events(response, item, decoding, finished)
     if request.stream:
         return event_stream(events)
     *_, last = events
     return last["response"]
 
 
-def stream_events(
-    response: ResponseObject, item: str, decoding: Decoding, plain: bool, finished: Callable
-) -> Iterator[dict]:
-    """The Responses API's events for `response`'s one message `item`, its text from `decoding` as it comes
-    (a plain-template reply loses its leading space); `finished(text, complete)` makes the final response."""
+def stream_events(response: ResponseObject, item: str, decoding: Decoding, finished: Callable) -> Iterator[dict]:
+    """The Responses API's events for `response`'s one message `item`, its text from `decoding` as it comes;
+    `finished(text, complete)` makes the final response."""
     numbers = itertools.count()
     where = {"item_id": item, "output_index": 0, "content_index": 0}
 
@@ -122,32 +109,12 @@ def stream_events(
     text, finish_reason = "", None
     with decoding:
         for _, piece in decoding:
-            delta = piece.text if text or not plain else piece.text.lstrip()
             finish_reason = piece.finish_reason or finish_reason
-            if delta:
-                text += delta
-                yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+            if piece.text:
+                text += piece.text
+                yield event("response.output_text.delta", **where, delta=piece.text, logprobs=[])
     done = finished(text, finish_reason != "length")
     yield event("response.output_text.done", **where, text=text, logprobs=[])
     yield event("response.content_part.done", **where, part=done.output[0].content[0].model_dump())
     yield event("response.output_item.done", output_index=0, item=done.output[0].model_dump())
     yield event("response.completed", response=done.model_dump())  # its status says when it is incomplete
-
-
-def event_stream(events: Iterator[dict]) -> EventStream:
-    """Server-sent events as the Responses API sends them (``event:`` the type, ``data:`` the event; no
-    ``[DONE]``); an error mid-stream is sent as an ``error`` event."""
-
-    def lines():
-        number = 0
-        try:
-            for event in events:
-                number = event["sequence_number"] + 1
-                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-        except Exception as error:  # the status line is already sent: report the error in the stream
-            traceback.print_exc()
-            body = APIError(500, f"{type(error).__name__}: {error}").body()["error"]
-            failed = {**body, "type": "error", "sequence_number": number}
-            yield f"event: error\ndata: {json.dumps(failed)}\n\n"
-
-    return EventStream(lines())

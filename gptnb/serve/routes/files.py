@@ -24,7 +24,8 @@ except ImportError:  # python-multipart before 0.0.13
 from ...datacheck.formats import training_file_problem
 from ..deps import file_or_404, get_store, page, upload_slot
 from ..jobs.store import Store
-from ..protocol import APIError, Deleted
+from ..protocol import APIError
+from ..wire import Deleted
 
 router = APIRouter(prefix="/v1/files")
 

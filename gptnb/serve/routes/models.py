@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..deps import get_registry
-from ..protocol import APIError, ModelList, ModelObject
+from ..protocol import APIError
 from ..registry import ModelRegistry
+from ..wire import ModelList, ModelObject
 
 router = APIRouter(prefix="/v1/models")
 

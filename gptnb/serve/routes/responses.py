@@ -10,7 +10,8 @@ from .. import responses
 from ..deps import answer, get_pool, get_store
 from ..engine.pool import ModelPool
 from ..jobs.store import Store
-from ..protocol import APIError, Deleted, ResponsesRequest
+from ..protocol import APIError, ResponsesRequest
+from ..wire import Deleted
 
 router = APIRouter(prefix="/v1")
 
