@@ -52,9 +52,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Lint, unit tests, and every notebook executed in the tiny profile (seconds each).
+# Lint, unit tests, and every notebook executed in the tiny profile (seconds each), once: as nbgrader grades its
+# student copy with the reference answers beside it (tests/conftest.py's executed_notebooks), which tests/
+# test_notebooks_run.py (every cell without an error), test_assignments.py and test_site.py all read.
 test: install lint
-	GPTNB_PROFILE=tiny $(PYTEST_NB) tests $(NOTEBOOKS)
+	GPTNB_PROFILE=tiny $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests
 
 # The unit tests alone, the check while editing gptnb: no notebook run, no nbgrader course, no wheel build, no
 # `gptnb serve` process stopped mid-job, nothing marked slow (the real SmolLM2). make test runs all of them.

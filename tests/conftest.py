@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
 
 
@@ -161,3 +163,104 @@ def serve(data_dir, port, log, timeout=180):
             time.sleep(0.3)
     process.kill()
     raise AssertionError("gptnb serve did not start")
+
+
+# --- the notebooks, each executed once per session ----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def cells(path: Path) -> list:
+    """The cells of the notebook at `path`."""
+    return nbformat.read(path, as_version=4).cells
+
+
+def is_check(cell) -> bool:
+    """Whether `cell` is an exercise's check cell (graded, not a solution)."""
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade") and not meta.get("solution"))
+
+
+def errors(notebook, *, checks: bool = True) -> list[str]:
+    """'cell N: Name: value' for each error output (in check cells too unless `checks` is False)."""
+    return [
+        f"cell {index + 1}: {output.ename}: {output.evalue}"
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (checks or not is_check(cell))
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+
+
+def execute(path: Path, notebook=None):
+    """Run a notebook (`path`'s, or `notebook` in `path`'s folder) top to bottom in the python3 kernel, errors
+    recorded and the run going on (as nbgrader runs it when NBGRADER_EXECUTION is set); return it with its outputs."""
+    from nbclient import NotebookClient
+
+    notebook = notebook or nbformat.read(path, as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=1800,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    return notebook
+
+
+def both_ways(copy: Path, source: Path):
+    """The student copy with, after each check cell, the source's answer cell, the check again and the copy's
+    placeholder answer back: one run of it checks the untouched copy, the reference answers and every other cell.
+
+    Returns (notebook, student, answered): `student[i]` is where the copy's cell i stands in the notebook,
+    `answered[i]` where the source's answer or check cell i does (the checks take only their own answer).
+    """
+    student, answers = cells(copy), cells(source)
+    assert len(student) == len(answers), f"{copy.name}: the copy and the source differ in cells"
+    run, where, answered = [], [], {}
+    for index, cell in enumerate(student):
+        where.append(len(run))
+        run.append(cell)
+        if is_check(cell):
+            answered[index - 1], answered[index] = len(run), len(run) + 1
+            run += [answers[index - 1], answers[index], student[index - 1]]
+    notebook = nbformat.read(copy, as_version=4)
+    notebook.cells = [nbformat.from_dict(dict(cell, id=f"run-{k}")) for k, cell in enumerate(run)]
+    return notebook, where, answered
+
+
+def executed_as(path: Path, run, places: dict[int, int]):
+    """`path`'s notebook with the outputs its cells got in `run` (cell i's from run.cells[places[i]])."""
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            cell.outputs = run.cells[places[index]].outputs
+            cell.execution_count = run.cells[places[index]].execution_count
+    return notebook
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks(tmp_path_factory):
+    """Every notebook executed once in the tiny profile, the one execution of each per `make test`: its nbgrader
+    student copy run top to bottom with the source's answers and checks run beside the copy's (`both_ways`), with
+    NBGRADER_EXECUTION set as `nbgrader autograde` sets it (only check cells behave otherwise under it).
+
+    Returns (course folder, {stem: executed untouched student copy}, {stem: executed source}); the executed sources
+    are what nbval would see (tests/test_notebooks_run.py), the site's pages (tests/test_site.py) and the instructor's
+    submission (tests/test_assignments.py).
+    """
+    from gptnb.exercises.assignments import build
+
+    course = tmp_path_factory.mktemp("course")
+    executed, sources = {}, {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GPTNB_PROFILE", "tiny")
+        patch.setenv("GPTNB_RESULTS", str(tmp_path_factory.mktemp("results")))
+        patch.setenv("NBGRADER_EXECUTION", "autograde")
+        for copy, source in zip(build(NOTEBOOKS, course), NOTEBOOKS):
+            notebook, student, answered = both_ways(copy, source)
+            run = execute(copy, notebook)
+            executed[copy.stem] = executed_as(copy, run, dict(enumerate(student)))
+            sources[copy.stem] = executed_as(source, run, {**dict(enumerate(student)), **answered})
+    return course, executed, sources

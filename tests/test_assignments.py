@@ -12,18 +12,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import NOTEBOOKS, cells, errors, execute, is_check
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from gptnb.exercises import NOT_ANSWERED, RIGHT
 from gptnb.exercises.assignments import STUDENT_EXERCISES, ConventionError, build, exercises, nbgrader, student_title
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 INSTRUCTOR, UNTOUCHED = "instructor", "untouched"
-
-
-def cells(path: Path) -> list:
-    return nbformat.read(path, as_version=4).cells
 
 
 def submit(course: Path, student: str, notebook: Path) -> None:
@@ -45,40 +40,8 @@ def scores(course: Path, stem: str) -> dict[str, tuple[float, float]]:
         }
 
 
-def execute(path: Path, notebook=None):
-    """Run a notebook (`path`'s, or `notebook` in `path`'s folder) as a learner would, unless NBGRADER_EXECUTION is
-    set (kernel python3, errors recorded and the run goes on); return it with its outputs."""
-    from nbclient import NotebookClient
-
-    notebook = notebook or nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook,
-        timeout=1800,
-        kernel_name="python3",
-        allow_errors=True,
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
-    return notebook
-
-
-def errors(notebook, *, checks: bool = True) -> list[str]:
-    """'cell N: Name: value' for each error output (in check cells too unless `checks` is False)."""
-    return [
-        f"cell {index + 1}: {output.ename}: {output.evalue}"
-        for index, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code" and (checks or not is_check(cell))
-        for output in cell.outputs
-        if output.output_type == "error"
-    ]
-
-
 def printed(cell) -> str:
     return "".join(output.text for output in cell.outputs if output.get("name") == "stdout")
-
-
-def is_check(cell) -> bool:
-    meta = cell.metadata.get("nbgrader", {})
-    return bool(meta.get("grade") and not meta.get("solution"))
 
 
 def check_cells(notebook) -> list:
@@ -307,67 +270,22 @@ def test_command_line_prints_the_one_line_and_exits_1(source, tmp_path):
 # --- the real notebooks: student copies run as is, and autograde -------------------------------------------------
 
 
-def both_ways(copy: Path, source: Path):
-    """The student copy with, after each check cell, the source's answer cell, the check again and the copy's
-    placeholder answer back: one run of it checks the untouched copy and the reference answers.
-
-    Returns (notebook, student, answered): `student[i]` is where the copy's cell i stands in the notebook,
-    `answered[i]` where the source's answer or check cell i does (the checks take only their own answer).
-    """
-    student, answers = cells(copy), cells(source)
-    assert len(student) == len(answers), f"{copy.name}: the copy and the source differ in cells"
-    run, where, answered = [], [], {}
-    for index, cell in enumerate(student):
-        where.append(len(run))
-        run.append(cell)
-        if is_check(cell):
-            answered[index - 1], answered[index] = len(run), len(run) + 1
-            run += [answers[index - 1], answers[index], student[index - 1]]
-    notebook = nbformat.read(copy, as_version=4)
-    notebook.cells = [nbformat.from_dict(dict(cell, id=f"run-{k}")) for k, cell in enumerate(run)]
-    return notebook, where, answered
-
-
-def executed_as(path: Path, run, places: dict[int, int]):
-    """`path`'s notebook with the outputs its cells got in `run` (cell i's from run.cells[places[i]])."""
-    notebook = nbformat.read(path, as_version=4)
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type == "code":
-            cell.outputs = run.cells[places[index]].outputs
-            cell.execution_count = run.cells[places[index]].execution_count
-    return notebook
-
-
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    """All five notebooks built, each run once as nbgrader grades, and both kinds of submission autograded (tiny).
-
-    The one run (`both_ways`, NBGRADER_EXECUTION set as `nbgrader autograde` sets it) gives the untouched student
-    copy's outputs and the source's answer and check cells' outputs; `nbgrader autograde` scores the two
-    submissions from those outputs, its own execution and clearing turned off. (The tiny lesson above is run as a
-    learner and by nbgrader's own execution.) Returns (course folder, {stem: executed untouched student copy},
-    {stem: executed source}).
-    """
-    course = tmp_path_factory.mktemp("course")
-    executed, sources = {}, {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GPTNB_PROFILE", "tiny")
-        patch.setenv("GPTNB_RESULTS", str(tmp_path_factory.mktemp("results")))
-        for copy, source in zip(build(NOTEBOOKS, course), NOTEBOOKS):
-            notebook, student, answered = both_ways(copy, source)
-            with pytest.MonkeyPatch.context() as grading:
-                grading.setenv("NBGRADER_EXECUTION", "autograde")
-                run = execute(copy, notebook)
-            executed[copy.stem] = executed_as(copy, run, dict(enumerate(student)))
-            sources[copy.stem] = executed_as(source, run, {**dict(enumerate(student)), **answered})
-            for student_id, notebook in ((UNTOUCHED, executed[copy.stem]), (INSTRUCTOR, sources[copy.stem])):
-                folder = course / "submitted" / student_id / copy.stem
-                folder.mkdir(parents=True, exist_ok=True)
-                nbformat.write(notebook, folder / copy.name)
-            graded = nbgrader(course, "autograde", copy.stem, "--ClearOutput.enabled=False", "--Execute.enabled=False")
-            assert graded.returncode == 0, graded.stderr[-3000:]
-            assert "SAWarning" not in graded.stderr, graded.stderr[-3000:]
-    return course, executed, sources
+def course(executed_notebooks):
+    """The five notebooks' two submissions autograded (tiny): the untouched student copy and the source, from their
+    one execution (`executed_notebooks`, run as nbgrader grades), `nbgrader autograde`'s own execution and clearing
+    turned off. (The tiny lesson above is run as a learner and by nbgrader's own execution.) Returns (course folder,
+    {stem: executed untouched student copy}, {stem: executed source})."""
+    course, executed, sources = executed_notebooks
+    for stem in executed:
+        for student_id, notebook in ((UNTOUCHED, executed[stem]), (INSTRUCTOR, sources[stem])):
+            folder = course / "submitted" / student_id / stem
+            folder.mkdir(parents=True, exist_ok=True)
+            nbformat.write(notebook, folder / f"{stem}.ipynb")
+        graded = nbgrader(course, "autograde", stem, "--ClearOutput.enabled=False", "--Execute.enabled=False")
+        assert graded.returncode == 0, graded.stderr[-3000:]
+        assert "SAWarning" not in graded.stderr, graded.stderr[-3000:]
+    return executed_notebooks
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,8 +1,8 @@
 """`make site`: the course site (Sphinx + myst-nb), built in the tiny profile.
 
-The notebooks' executions are kept in `make site`'s jupyter-cache (build/site-cache/tiny): a notebook runs here only
-when its source changed since the last build, or on a fresh clone (then the five notebooks in the tiny profile, as
-`make test` runs them under nbval).
+`make site` keeps the notebooks' executions in a jupyter-cache (SITE_CACHE) and runs only a notebook that is not
+in it. Here that cache is first filled with each notebook's one execution of this `make test` (conftest's
+`executed_notebooks`), so the build runs no notebook again; a real `make site` on an empty cache executes them.
 """
 
 import importlib.util
@@ -19,24 +19,46 @@ pytest.importorskip("myst_nb", reason="make site's tools are the site extra (pip
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-CACHE = ROOT / "build" / "site-cache"
+
+
+def notebook_reader():
+    """site/notebook_reader.py, the reader `make site` reads the notebooks with."""
+    spec = importlib.util.spec_from_file_location("notebook_reader", ROOT / "site" / "notebook_reader.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    return reader
+
+
+def fill(cache: Path, sources: dict) -> None:
+    """Put each executed source notebook into the jupyter-cache at `cache`, keyed as `make site` reads it."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    reader, store = notebook_reader(), get_cache(str(cache))
+    for path in NOTEBOOKS:
+        notebook = reader.read(path.read_text())
+        for cell, executed in zip(notebook.cells, sources[path.stem].cells):
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = executed.outputs, executed.execution_count
+        store.cache_notebook_bundle(CacheBundleIn(notebook, str(path)), check_validity=False, overwrite=True)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> tuple[Path, str]:
-    """(the site's html folder, what `make site` printed)."""
+def site(tmp_path_factory, executed_notebooks) -> tuple[Path, str, Path]:
+    """(the site's html folder, what `make site` printed, its jupyter-cache folder)."""
     if shutil.which("make") is None:
         pytest.skip("needs make")
-    out = tmp_path_factory.mktemp("site")
+    out, cache = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("site-cache")
+    fill(cache / "tiny", executed_notebooks[2])
     done = subprocess.run(
-        ["make", "--no-print-directory", "site", "SITE_PROFILE=tiny", f"SITE_OUT={out}", f"SITE_CACHE={CACHE}"],
+        ["make", "--no-print-directory", "site", "SITE_PROFILE=tiny", f"SITE_OUT={out}", f"SITE_CACHE={cache}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env={**os.environ, "GPTNB_PROFILE": "cpu"},  # make site's SITE_PROFILE must win
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    return out / "html", done.stdout + done.stderr
+    return out / "html", done.stdout + done.stderr, cache
 
 
 def page(site, name: str) -> str:
@@ -81,13 +103,11 @@ def test_search_index_knows_the_notebooks(site):
     assert '"attent' in index
 
 
-def test_a_second_build_would_run_no_notebook(site):
+def test_the_build_took_every_notebook_from_the_cache_and_would_again(site):
     from jupyter_cache import get_cache
 
-    spec = importlib.util.spec_from_file_location("notebook_reader", ROOT / "site" / "notebook_reader.py")
-    reader = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reader)
-    cache = get_cache(str(CACHE / "tiny"))
+    printed, cache, reader = site[1], get_cache(str(site[2] / "tiny")), notebook_reader()
+    assert printed.count("Using cached notebook") == len(NOTEBOOKS) and "Executing notebook" not in printed, printed
     for path in NOTEBOOKS:  # as make site reads them
         assert cache.match_cache_notebook(reader.read(path.read_text())), f"{path.name} is not in the cache"
 
