@@ -145,6 +145,8 @@ def finetune(
       (`tweet_pairs` makes them). An eos token is appended to every completion.
     - `loss_on`: ``"completion"`` learns only the completion; ``"all"`` also the prompt (never the padding).
     - `lora_rank`: train LoRA adapters of this rank instead of all weights (`model` is wrapped in place).
+    - `seed`: the adapters' random start, the batch order and dropout: the same seed, data and settings
+      train the same weights (on one device and thread count).
     - With `val`, the loss on it is measured each epoch; over several epochs the best epoch's weights are kept.
     - `output_dir`: where the Trainer writes checkpoints; a temporary folder, removed afterwards, when None.
       The trained model is not saved there: use `save_finetuned`.
@@ -163,7 +165,9 @@ def finetune(
     if not train:
         raise ValueError("finetune needs at least one (prompt, completion) training pair")
     fit_embeddings(model, tokenizer)
-    model = add_lora(model, lora_rank) if lora_rank else model
+    if lora_rank:
+        torch.manual_seed(seed)  # LoRA's A matrices start random: from `seed`, not from what ran before
+        model = add_lora(model, lora_rank)
     train_set = encode_pairs(tokenizer, train, max_length)
     train_set = length_grouped(train_set, batch_size, seed) if group_by_length else train_set
     val_set = encode_pairs(tokenizer, val, max_length) if val else None

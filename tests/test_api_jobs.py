@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import KEY, MODEL, PAIRS, free_port, serve, upload, wait
+from conftest import DONE, KEY, MODEL, PAIRS, free_port, serve, upload, wait, wait_for
 
 from gptnb import cli
 from gptnb.profiles import get_profile
@@ -222,3 +222,35 @@ def test_gptnb_serve_reports_a_bad_argument_in_one_line(capsys, argv, message):
     out, err = capsys.readouterr()
     assert exited.value.code == 2 and not out
     assert err.splitlines() == [f"gptnb serve: error: {message} (see gptnb serve --help)"], err
+
+
+# --- a job's seed decides its trained weights ----------------------------------------------------
+
+
+def test_the_same_seed_trains_the_same_adapter_and_another_seed_a_different_one(tmp_path, monkeypatch):
+    """Jobs of one server share its random state: the second seed-0 job runs after a seed-1 job and after other
+    random draws, and still trains the first one's weights (LoRA's random start came from whatever ran before)."""
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("GPTNB_PROFILE", "tiny")
+    store = Store(tmp_path)
+    runner = JobRunner(store, get_profile())
+    train = store.add_file("train.jsonl", "fine-tune", "\n".join(PAIRS).encode())
+
+    def adapter(seed: int) -> dict:
+        request = JobRequest(model=MODEL, training_file=train["id"], seed=seed)
+        job = runner.submit(new_job(request, {"n_epochs": 2}))
+        wait_for(lambda: store.job(job["id"])["status"] in DONE, 600)
+        assert store.job(job["id"])["status"] == "succeeded", store.job(job["id"])["error"]
+        return load_file(store.job_dir(job["id"]) / "model" / "adapter_model.safetensors")
+
+    try:
+        first, other = adapter(0), adapter(1)
+        torch.rand(1000)  # anything else drawing from torch's global generator meanwhile
+        again = adapter(0)
+    finally:
+        runner.close()
+    assert first.keys() == again.keys() == other.keys() and first
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
