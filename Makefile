@@ -60,7 +60,8 @@ test: install lint
 
 # The unit tests alone, the check while editing gptnb: no notebook run, no nbgrader course, no wheel build, no
 # `gptnb serve` process stopped mid-job, nothing marked slow (the real SmolLM2). make test runs all of them.
-FAST_SKIP = tests/test_assignments.py tests/test_makefile.py tests/test_packaging.py tests/test_api_jobs.py
+FAST_SKIP = tests/test_notebooks_run.py tests/test_assignments.py tests/test_makefile.py tests/test_packaging.py \
+	tests/test_api_jobs.py
 test-fast: install
 	GPTNB_PROFILE=tiny $(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) \
 		$(addprefix --ignore=,$(FAST_SKIP)) tests
@@ -80,10 +81,10 @@ test-cpu: install
 # own and a gptnb cache of its own, so that the floors in pyproject.toml stay true.
 MIN_VENV ?= .venv-min
 MIN_PYTHON ?= python3.11
-# Not about dependency floors: nbgrader courses, JupyterLab starting, wheel building, and the server's own
-# mechanics under load (many requests at once, gptnb serve stopped or killed mid-job; minutes of threads and
-# waiting, the same on any version). make test runs them.
-MIN_SKIP = tests/test_assignments.py tests/test_makefile.py tests/test_packaging.py \
+# Not about dependency floors: the notebooks' tiny run (make test), nbgrader courses, JupyterLab starting, wheel
+# building, and the server's own mechanics under load (many requests at once, gptnb serve stopped or killed mid-job;
+# minutes of threads and waiting, the same on any version). make test runs them.
+MIN_SKIP = tests/test_notebooks_run.py tests/test_assignments.py tests/test_makefile.py tests/test_packaging.py \
 	tests/test_api_concurrency.py tests/test_api_jobs.py
 test-min:
 	test -x $(MIN_VENV)/bin/python || $(MIN_PYTHON) -m venv $(MIN_VENV)
