@@ -182,10 +182,16 @@ def is_check(cell) -> bool:
     return bool(meta.get("grade") and not meta.get("solution"))
 
 
-def errors(notebook, *, checks: bool = True) -> list[str]:
-    """'cell N: Name: value' for each error output (in check cells too unless `checks` is False)."""
+def errors(notebook, *, checks: bool = True, traceback: int = 0) -> list[str]:
+    """'cell N: Name: value' for each error output (in check cells too unless `checks` is False), followed by the
+    last `traceback` lines of its traceback."""
     return [
-        f"cell {index + 1}: {output.ename}: {output.evalue}"
+        "\n".join(
+            [
+                f"cell {index + 1}: {output.ename}: {output.evalue}",
+                *(output.traceback[-traceback:] if traceback else []),
+            ]
+        )
         for index, cell in enumerate(notebook.cells)
         if cell.cell_type == "code" and (checks or not is_check(cell))
         for output in cell.outputs

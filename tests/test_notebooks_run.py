@@ -9,13 +9,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 def failures(notebook) -> str:
     """Each error of `notebook` with the end of its traceback, for the assertion message."""
-    return "\n".join(
-        f"cell {index + 1}: {output.ename}: {output.evalue}\n" + "\n".join(output.traceback[-3:])
-        for index, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    )
+    return "\n".join(errors(notebook, traceback=3))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
