@@ -1,7 +1,7 @@
 """Shared matplotlib helpers: every plot labelled, every function returns its Axes.
 
-One function per figure of the five notebooks, each kept whole so that it reads top to bottom; that makes the module
-longer than 300 lines (the GPT block diagram alone is about 100).
+One function per figure of the five notebooks, each kept whole so that it reads top to bottom. Over 300 lines for that
+reason (the GPT block diagram's boxes and notes alone, data kept beside the code that draws them, are about 50).
 """
 
 from __future__ import annotations
@@ -91,33 +91,93 @@ def token_probabilities(table, title: str = "Next-token probabilities", ax=None)
 BLOCK_VARIANTS = {"GPT-2": "tab:blue", "GPT-Neo": "tab:orange", "Llama-style (SmolLM2)": "tab:green"}
 
 
+# The diagram's boxes, bottom to top: (y, label, face colour).
+BLOCK_BOXES = [
+    (0.5, "input tokens (ids)", "white"),
+    (1.7, "token embedding  +  position embedding", "#dbe9f6"),
+    (3.5, "norm", "#eeeeee"),
+    (4.6, "masked self-attention", "#fde2c8"),
+    (5.7, "+  (residual: add the block's input)", "white"),
+    (6.9, "norm", "#eeeeee"),
+    (8.0, "MLP (feed-forward)", "#d9f0d3"),
+    (9.1, "+  (residual)", "white"),
+    (10.7, "final norm", "#eeeeee"),
+    (11.9, "LM head: a score (logit) per vocabulary token", "#dbe9f6"),
+]
+# Beside a box's height: what each family does there.
+BLOCK_NOTES = [
+    (
+        1.7,
+        {
+            "GPT-2": "learned position table, added to the token embedding",
+            "GPT-Neo": "the same",
+            "Llama-style (SmolLM2)": "no position table: rotary positions rotate q and k inside attention",
+        },
+    ),
+    (
+        3.5,
+        {
+            "GPT-2": "pre-LayerNorm: LayerNorm before each sublayer",
+            "GPT-Neo": "the same",
+            "Llama-style (SmolLM2)": "pre-RMSNorm: rescale only (no mean, no shift)",
+        },
+    ),
+    (
+        4.6,
+        {
+            "GPT-2": "global: every earlier token, every layer",
+            "GPT-Neo": "global and local (last `window_size` tokens) layers alternating",
+            "Llama-style (SmolLM2)": "global, grouped-query (heads share keys/values)",
+        },
+    ),
+    (8.0, {"GPT-2": "4x wider, GELU", "GPT-Neo": "the same", "Llama-style (SmolLM2)": "SwiGLU: gated, three matrices"}),
+    (
+        11.3,
+        {
+            "GPT-2": "tied: the token embedding matrix reused",
+            "GPT-Neo": "tied",
+            "Llama-style (SmolLM2)": "tied in SmolLM2-135M (larger Llamas: separate)",
+        },
+    ),
+]
+
+
 def gpt_block_diagram(ax=None):
     """A GPT drawn as boxes, input at the bottom: embeddings, N x (norm, masked self-attention, residual,
-    norm, MLP, residual), final norm, LM head; beside each part, how GPT-2, GPT-Neo and Llama-style
-    models (SmolLM2) differ there, one colour per family (`BLOCK_VARIANTS`)."""
+    norm, MLP, residual), final norm, LM head (`BLOCK_BOXES`); beside each part, how GPT-2, GPT-Neo and
+    Llama-style models (SmolLM2) differ there, one colour per family (`BLOCK_NOTES`, `BLOCK_VARIANTS`)."""
+    ax = ax or plt.subplots(figsize=(13, 9))[1]
+    x, width = 0.3, 4.4
+    _draw_block_boxes(ax, x, width)
+    for y, by_family in BLOCK_NOTES:
+        for row, (family, text) in enumerate(by_family.items()):
+            ax.text(
+                5.3,
+                y + 0.35 - 0.35 * row,
+                f"{family}: {text}",
+                color=BLOCK_VARIANTS[family],
+                ha="left",
+                va="center",
+                fontsize=9,
+            )
+        ax.plot([x + width + 0.55, 5.2], [y, y], color="lightgrey", linewidth=0.8)
+    ax.set_xlim(-0.9, 12.6)
+    ax.set_ylim(0, 12.6)
+    ax.axis("off")
+    ax.set_title("A GPT, bottom to top; coloured notes: where GPT-2, GPT-Neo and Llama-style models differ")
+    return ax
+
+
+def _draw_block_boxes(ax, x: float, width: float, height: float = 0.7) -> None:
+    """`BLOCK_BOXES` joined by arrows, the repeated blocks framed, and the two residual paths."""
     from matplotlib.patches import FancyBboxPatch
 
-    ax = ax or plt.subplots(figsize=(13, 9))[1]
-    boxes = [  # (y, label, face colour)
-        (0.5, "input tokens (ids)", "white"),
-        (1.7, "token embedding  +  position embedding", "#dbe9f6"),
-        (3.5, "norm", "#eeeeee"),
-        (4.6, "masked self-attention", "#fde2c8"),
-        (5.7, "+  (residual: add the block's input)", "white"),
-        (6.9, "norm", "#eeeeee"),
-        (8.0, "MLP (feed-forward)", "#d9f0d3"),
-        (9.1, "+  (residual)", "white"),
-        (10.7, "final norm", "#eeeeee"),
-        (11.9, "LM head: a score (logit) per vocabulary token", "#dbe9f6"),
-    ]
-    x, width, height = 0.3, 4.4, 0.7
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - 0.2, 2.9), width + 0.4, 6.85, boxstyle="round,pad=0.05", fill=False, linestyle="--", edgecolor="grey"
-        )
+    frame = FancyBboxPatch(
+        (x - 0.2, 2.9), width + 0.4, 6.85, boxstyle="round,pad=0.05", fill=False, linestyle="--", edgecolor="grey"
     )
+    ax.add_patch(frame)
     ax.text(x - 0.35, 6.3, "N x\nblocks", ha="right", va="center", fontsize=11, fontweight="bold")
-    for (y, label, colour), (next_y, _, _) in zip(boxes, boxes[1:] + [(13.0, "", "")]):
+    for (y, label, colour), (next_y, _, _) in zip(BLOCK_BOXES, BLOCK_BOXES[1:] + [(13.0, "", "")]):
         ax.add_patch(
             FancyBboxPatch(
                 (x, y - height / 2), width, height, boxstyle="round,pad=0.03", facecolor=colour, edgecolor="black"
@@ -134,65 +194,6 @@ def gpt_block_diagram(ax=None):
             (x + width, start),
             arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=-0.5", "color": "grey"},
         )
-    notes = [  # (y, [(family, what it does there), ...])
-        (
-            1.7,
-            [
-                ("GPT-2", "learned position table, added to the token embedding"),
-                ("GPT-Neo", "the same"),
-                ("Llama-style (SmolLM2)", "no position table: rotary positions rotate q and k inside attention"),
-            ],
-        ),
-        (
-            3.5,
-            [
-                ("GPT-2", "pre-LayerNorm: LayerNorm before each sublayer"),
-                ("GPT-Neo", "the same"),
-                ("Llama-style (SmolLM2)", "pre-RMSNorm: rescale only (no mean, no shift)"),
-            ],
-        ),
-        (
-            4.6,
-            [
-                ("GPT-2", "global: every earlier token, every layer"),
-                ("GPT-Neo", "global and local (last `window_size` tokens) layers alternating"),
-                ("Llama-style (SmolLM2)", "global, grouped-query (heads share keys/values)"),
-            ],
-        ),
-        (
-            8.0,
-            [
-                ("GPT-2", "4x wider, GELU"),
-                ("GPT-Neo", "the same"),
-                ("Llama-style (SmolLM2)", "SwiGLU: gated, three matrices"),
-            ],
-        ),
-        (
-            11.3,
-            [
-                ("GPT-2", "tied: the token embedding matrix reused"),
-                ("GPT-Neo", "tied"),
-                ("Llama-style (SmolLM2)", "tied in SmolLM2-135M (larger Llamas: separate)"),
-            ],
-        ),
-    ]
-    for y, lines in notes:
-        for row, (family, text) in enumerate(lines):
-            ax.text(
-                5.3,
-                y + 0.35 - 0.35 * row,
-                f"{family}: {text}",
-                color=BLOCK_VARIANTS[family],
-                ha="left",
-                va="center",
-                fontsize=9,
-            )
-        ax.plot([x + width + 0.55, 5.2], [y, y], color="lightgrey", linewidth=0.8)
-    ax.set_xlim(-0.9, 12.6)
-    ax.set_ylim(0, 12.6)
-    ax.axis("off")
-    ax.set_title("A GPT, bottom to top; coloured notes: where GPT-2, GPT-Neo and Llama-style models differ")
-    return ax
 
 
 def sampling_filters(

@@ -138,3 +138,35 @@ def test_the_old_name_starts_the_same_server():
 
     assert gptnb.api.local_server is gptnb.serve.local_server
     assert gptnb.api.prepare_data is gptnb.datacheck.prepare.prepare_data
+
+
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 80, 300
+SAYS_WHY = "over 300 lines"  # what a longer module's opening docstring says, with its reason
+
+
+def size_problems(path: Path) -> list[str]:
+    """Functions over 80 lines, and the module if it is over 300 lines and its docstring does not say why."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    problems = [
+        f"{path.name}:{node.lineno} {node.name} has {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    lines = len(source.splitlines())
+    if lines > MAX_MODULE_LINES and SAYS_WHY not in " ".join((ast.get_docstring(tree) or "").lower().split()):
+        problems.append(f'{path.name} has {lines} lines and its docstring does not say why ("Over 300 lines: ...")')
+    return problems
+
+
+def test_no_function_over_80_lines_and_every_long_module_says_why():
+    assert not [problem for path in sorted(PACKAGE.rglob("*.py")) for problem in size_problems(path)]
+
+
+def test_the_size_check_sees_a_long_function_and_an_unexplained_long_module(tmp_path):
+    module = tmp_path / "long.py"
+    module.write_text('"""A module."""\n\n\ndef f():\n' + "    x = 1\n" * 81 + "\n" * 220)
+    assert [problem.split(" has ")[0] for problem in size_problems(module)] == ["long.py:4 f", "long.py"]
+    module.write_text('"""A module. Over 300 lines: a reason."""\n' + "x = 1\n" * 301)
+    assert size_problems(module) == []

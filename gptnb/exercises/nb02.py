@@ -3,7 +3,8 @@
 Exercises: 2.1 render the original lesson's few-shot prompt from examples; 2.2 score each label word
 by its log-probability; 2.3 contextual calibration; 2.4 predict which way the last example's label pulls
 the answers, then measure it with a paired interval. Every check computes its reference here,
-independently of the learner's notebook.
+independently of the learner's notebook. Over 300 lines: four exercises' checks and three quiz questions, whose
+texts (a third of the module) are data that reads best beside the checks.
 """
 
 from __future__ import annotations
