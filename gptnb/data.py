@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +42,15 @@ class TweetSplits:
     labels: tuple[str, ...]
     source: str
     dropped_duplicates: int = 0
+    loaded_with: dict = field(default_factory=dict)  # load_tweets' arguments, sizes resolved: to load them again
+
+    def with_train_size(self, n_train: int) -> TweetSplits:
+        """The same validation and test tweets (they do not depend on `n_train`) with `n_train` training tweets."""
+        if len(self.train) == n_train:
+            return self
+        if not self.loaded_with:
+            raise ValueError("these splits were not made by load_tweets, so they cannot be loaded with another size")
+        return load_tweets(**{**self.loaded_with, "n_train": n_train}, verbose=False)
 
     def report(self) -> str:
         """The source line, split sizes and class balance, as printed when loading."""
@@ -244,7 +253,9 @@ def load_tweets(
         frame, where = _read_local(name)
         frame, dropped = _clean(frame, labels)
         train, val, test = split(frame, n_train, n_val, n_test, seed)
-    splits = TweetSplits(train, val, test, labels, f"{where}, {classes} classes, seed {seed}", dropped)
+    asked = {"source": source, "classes": classes, "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed}
+    asked["profile"] = chosen.name
+    splits = TweetSplits(train, val, test, labels, f"{where}, {classes} classes, seed {seed}", dropped, asked)
     if verbose:
         print(splits.report())
     return splits

@@ -42,6 +42,7 @@ def test_the_same_as_scoring_the_chosen_prompt_by_hand(tiny_gpt2, splits):
     model, tokenizer = tiny_gpt2
     profile = get_profile("tiny")
     got = baselines.prompting_baselines(model, tokenizer, splits, profile=profile, model_name="tiny-gpt2")
+    splits = splits.with_train_size(profile.n_train)  # notebook 02's training tweets, which it draws examples from
     runs = baselines.sweep(model, tokenizer, splits, profile=profile)
     assert len(runs) == len(baselines.variants(profile))
     k, draw = baselines.best_variant(runs)
@@ -56,6 +57,26 @@ def test_the_same_as_scoring_the_chosen_prompt_by_hand(tiny_gpt2, splits):
     assert got.rows.set_index("method").loc["best few-shot calibrated"].macro_f1 == pytest.approx(
         results.score(splits.test.label, calibrate(scores, prior).argmax(-1).tolist())["macro_f1"]
     )
+
+
+def test_a_notebook_with_fewer_training_tweets_gets_notebook_02s_examples(tiny_gpt2, splits, monkeypatch):
+    """Notebooks 04 and 05 load fewer training tweets than 02; the best prompt's examples still come from 02's."""
+    model, tokenizer = tiny_gpt2
+    profile = get_profile("tiny")
+    as_02 = splits.with_train_size(profile.n_train)
+    assert len(splits.train) < profile.n_train == len(as_02.train)
+    assert as_02.test.text.tolist() == splits.test.text.tolist() and as_02.val.text.tolist() == splits.val.text.tolist()
+    drawn_from = []
+    monkeypatch.setattr(baselines, "sample_examples", lambda pool, k, seed: drawn_from.append(len(pool)) or [])
+    baselines.prompting_baselines(model, tokenizer, splits, profile=profile, model_name="tiny-gpt2")
+    assert drawn_from and set(drawn_from) == {profile.n_train}, drawn_from
+
+
+def test_splits_not_made_by_load_tweets_say_why_they_cannot_be_resized(splits):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="not made by load_tweets"):
+        replace(splits, loaded_with={}).with_train_size(len(splits.train) + 1)
 
 
 def test_best_variant_needs_a_few_shot_run():
