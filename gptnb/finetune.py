@@ -214,7 +214,8 @@ def training_arguments(
     output_dir, device, dtype, n_train: int, validate: bool, epochs: float, batch_size: int, **options
 ) -> TrainingArguments:
     """`finetune`'s TrainingArguments: evaluation each epoch with `validate` (keeping the best epoch's weights when
-    there are several), warm-up over the first tenth of the steps, ~20 log entries unless `logging_steps` says."""
+    there are several), warm-up over the first tenth of the steps; the first step's loss is logged, then ~20 more
+    entries unless `logging_steps` says."""
     keep_best = validate and epochs > 1  # after one epoch the best weights are the last ones
     args = TrainingArguments(
         output_dir=str(output_dir),
@@ -224,6 +225,7 @@ def training_arguments(
         learning_rate=options["learning_rate"],
         weight_decay=0.0,
         logging_strategy="steps",
+        logging_first_step=True,  # the first loss, at once: a job's first metrics event, a loss curve's start
         eval_strategy="epoch" if validate else "no",
         save_strategy="epoch" if keep_best else "no",
         load_best_model_at_end=keep_best,

@@ -148,10 +148,10 @@ def test_a_few_steps_lower_the_loss_and_report(fresh_tiny, sample):
         learning_rate=1e-3,
         progress=False,
         on_step=seen.append,
-        logging_steps=1,
+        logging_steps=2,
     )
     assert _loss(result.model, tokenizer, pairs) < before - 0.5
-    assert [entry["step"] for entry in seen if "loss" in entry] == [1, 2, 3, 4, 5, 6]
+    assert [entry["step"] for entry in seen if "loss" in entry] == [1, 2, 4, 6]  # the first step, then every 2nd
     assert sum("eval_loss" in entry for entry in seen) == 2  # one evaluation per epoch
     assert result.trainable_params == result.total_params > 0
     assert result.tokens_per_second > 0 and result.train_seconds > 0 and result.peak_memory_gib > 0
