@@ -8,9 +8,9 @@ number of clients, and the ratio of the two servers' tokens/s at the most client
 `engine.generate` on one prompt (measured only when 1 client is). Goals: gptnb at 16 clients >= 1.5x transformers
 (issue 24; 1.0x in issue 14), and gptnb at 1 client within 1.15x of in-process `generate`.
 
-Measured (``--model smollm2-135m --servers gptnb,transformers --clients 16``, OMP_NUM_THREADS=1, GPTNB_PROFILE=cpu,
-2 shared CPU cores, load average 2.7-3.2 from other work, one run): gptnb 34.9 tokens/s (p50 14.3 s), transformers
-5.24 ``serve --continuous-batching`` 23.2 tokens/s (p50 21.2 s): 1.50x. One sample only; the cores were shared.
+Measured (``--model smollm2-135m --clients 16 --samples 3``, OMP_NUM_THREADS=1, GPTNB_PROFILE=cpu, 2 idle CPU cores,
+load 1.0-1.1): gptnb 60.1 tokens/s (samples 60.1, 55.4, 64.0), transformers 5.24 ``serve --continuous-batching`` 43.1
+(41.0, 43.1, 45.2): 1.39x of the medians, 1.28x-1.47x pair by pair; below the 1.5x goal.
 
 ``--in-process`` instead measures the engine alone: `batching.Batcher` with 1, 4 and 16 concurrent requests
 against the same requests run one after the other through `engine.generate`.
@@ -63,6 +63,8 @@ def model_folder(name: str, scratch: Path) -> Path:
     if (folder / "chat_template.jinja").exists():
         return folder
     copy = scratch / name
+    if copy.exists():  # made for an earlier sample
+        return copy
     copy.mkdir()
     for file in folder.iterdir():
         (copy / file.name).symlink_to(file)
@@ -133,48 +135,76 @@ def load(url: str, model: str, clients: int, rounds: int, tokens: int, timeout: 
 
 
 def serve_table(args) -> None:
+    """Each server in turn, `--samples` times alternating, every level of clients each time: the medians, each
+    sample's tokens/s, and the ratio of the medians at the most clients."""
     rows, loads = [], []
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
-        for server in args.servers.split(","):
-            loads.append((server, os.getloadavg()))
-            process, url, served = start(server, args.model, scratch)
-            try:
-                wait_ready(process, url, args.startup_timeout)
-                with httpx.Client(base_url=url, timeout=args.timeout) as client:
-                    ask(client, served, 0, args.tokens)  # warm-up: the first request pays for lazy set-up
-                for clients in args.clients:
-                    rows.append((server, clients, load(url, served, clients, args.rounds, args.tokens, args.timeout)))
-                    print(f"{server}, {clients} clients: {rows[-1][2]}", flush=True)
-            except BaseException:
-                print((scratch / f"{server}.log").read_text()[-3000:], file=sys.stderr)
-                raise
-            finally:
-                process.terminate()
-                process.wait(30)
-            loads[-1] += (os.getloadavg(),)
+        for sample in range(args.samples):
+            for server in args.servers.split(","):
+                loads.append((f"{server} (sample {sample + 1})", os.getloadavg()))
+                rows += [(server, clients, r) for clients, r in measure_server(server, scratch, args)]
+                loads[-1] += (os.getloadavg(),)
     baseline = in_process_latency(args.model, args.tokens) if 1 in args.clients else None
-    print(f"\nModel {args.model}, {args.tokens} tokens per completion, {args.rounds} per client, temperature 0.")
+    print(
+        f"\nModel {args.model}, {args.tokens} tokens per completion, {args.rounds} per client, temperature 0, "
+        f"{args.samples} sample(s) per server and level, the servers alternating; medians over the samples."
+    )
     for server, before, after in loads:
         print(f"Load average (1, 5, 15 min) around {server}: before {fmt(before)}, after {fmt(after)}.")
     print()
-    print("| server | clients | requests | requests/s | tokens/s | p50 latency (s) | p95 latency (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for server, clients, r in rows:
+    print(
+        "| server | clients | requests | requests/s | tokens/s | each sample's tokens/s | p50 latency (s) | p95 (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    medians = {}
+    for server, clients in dict.fromkeys((server, clients) for server, clients, _ in rows):
+        runs = [r for s, c, r in rows if (s, c) == (server, clients)]
+        median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        medians[server, clients] = median
+        each = ", ".join(f"{r['tokens/s']:.1f}" for r in runs)
         print(
-            f"| {server} | {clients} | {r['requests']} | {r['requests/s']:.2f} | {r['tokens/s']:.1f} "
-            f"| {r['p50']:.2f} | {r['p95']:.2f} |"
+            f"| {server} | {clients} | {median['requests']:.0f} | {median['requests/s']:.2f} | "
+            f"{median['tokens/s']:.1f} | {each} | {median['p50']:.2f} | {median['p95']:.2f} |"
         )
     if baseline is not None:
-        print(f"| in-process `generate` | 1 | 3 | | | {baseline:.2f} | |")
-    speeds = {(server, clients): r["tokens/s"] for server, clients, r in rows}
+        print(f"| in-process `generate` | 1 | 3 | | | | {baseline:.2f} | |")
     most = max(args.clients)
-    if ("gptnb", most) in speeds and ("transformers", most) in speeds:
-        ratio = speeds["gptnb", most] / speeds["transformers", most]
-        print(f"\ngptnb / transformers --continuous-batching tokens/s at {most} clients: {ratio:.2f}x (goal >= 1.5)")
-    one = next((r for server, clients, r in rows if server == "gptnb" and clients == 1), None)
+    if ("gptnb", most) in medians and ("transformers", most) in medians:
+        ratio = medians["gptnb", most]["tokens/s"] / medians["transformers", most]["tokens/s"]
+        pairs = [
+            g["tokens/s"] / t["tokens/s"]
+            for g, t in zip(
+                *([r for s, c, r in rows if (s, c) == (server, most)] for server in ("gptnb", "transformers"))
+            )
+        ]
+        print(
+            f"\ngptnb / transformers --continuous-batching tokens/s at {most} clients: {ratio:.2f}x of the medians "
+            f"(goal >= 1.5); sample by sample: {', '.join(f'{x:.2f}x' for x in pairs)}"
+        )
+    one = medians.get(("gptnb", 1))
     if one and baseline is not None:
         print(f"gptnb p50 at 1 client / in-process generate: {one['p50'] / baseline:.2f}x (goal <= 1.15)")
+
+
+def measure_server(server: str, scratch: Path, args) -> list[tuple[int, dict]]:
+    """Start `server`, warm it up, and measure each level of clients: [(clients, result)]."""
+    process, url, served = start(server, args.model, scratch)
+    measured = []
+    try:
+        wait_ready(process, url, args.startup_timeout)
+        with httpx.Client(base_url=url, timeout=args.timeout) as client:
+            ask(client, served, 0, args.tokens)  # warm-up: the first request pays for lazy set-up
+        for clients in args.clients:
+            measured.append((clients, load(url, served, clients, args.rounds, args.tokens, args.timeout)))
+            print(f"{server}, {clients} clients: {measured[-1][1]}", flush=True)
+    except BaseException:
+        print((scratch / f"{server}.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        process.terminate()
+        process.wait(30)
+    return measured
 
 
 def fmt(load: tuple[float, float, float]) -> str:
@@ -240,6 +270,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="completion tokens per request (default: 32)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one request may take (default: 900)")
     parser.add_argument("--startup-timeout", type=float, default=300, help="seconds a server may take to start")
+    parser.add_argument("--samples", type=int, default=1, help="runs of each server, alternating (default: 1)")
     parser.add_argument("--in-process", action="store_true", help="measure the Batcher against generate instead")
     args = parser.parse_args()
     unknown = set(args.servers.split(",")) - {"gptnb", "transformers"}
