@@ -4,6 +4,12 @@ An upload is never held in memory: its multipart body is parsed as it arrives, t
 go straight to a private temporary file in the data folder, which is checked line by line from
 there and renamed into place; a refused upload leaves nothing behind. At most `UPLOADS_AT_ONCE`
 are received at a time (`upload_slot`).
+
+Why python-multipart's parser with our callbacks, not Starlette's ``request.form()`` (which wraps the same parser):
+at the floor fastapi 0.110 (Starlette 0.36) form fields have no size limit (one came in Starlette 0.40, settable as
+``form(max_part_size=)`` from 0.44), and ``form()`` spools the file to the system's temporary folder, to be copied
+into the data folder once the whole body has arrived; here the bytes go once, as they arrive, to the private file
+that becomes the stored one.
 """
 
 from __future__ import annotations
