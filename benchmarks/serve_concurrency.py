@@ -10,7 +10,9 @@ number of clients, and the ratio of the two servers' tokens/s at the most client
 
 Measured (``--model smollm2-135m --clients 16 --samples 3``, OMP_NUM_THREADS=1, GPTNB_PROFILE=cpu, 2 idle CPU cores,
 load 1.0-1.1): gptnb 60.1 tokens/s (samples 60.1, 55.4, 64.0), transformers 5.24 ``serve --continuous-batching`` 43.1
-(41.0, 43.1, 45.2): 1.39x of the medians, 1.28x-1.47x pair by pair; below the 1.5x goal.
+(41.0, 43.1, 45.2): 1.39x of the medians, 1.28x-1.47x pair by pair; below the 1.5x goal. After batched prefill
+(`decode.prefill_together`), the same command: 55.6 (55.5, 61.0, 55.6) vs 46.7 (46.7, 43.5, 47.8), 1.19x; the
+README has the before/after pairs of gptnb alone.
 
 ``--in-process`` instead measures the engine alone: `batching.Batcher` with 1, 4 and 16 concurrent requests
 against the same requests run one after the other through `engine.generate`.

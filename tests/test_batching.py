@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptnb.serve.engine.batcher import Batcher, QueueFull
-from gptnb.serve.engine.decode import Cancelled, Loaded
+from gptnb.serve.engine.decode import Cancelled, Loaded, prefill_together
 from gptnb.serve.engine.reference import batched, generate
 
 PROMPTS = [
@@ -19,6 +19,7 @@ PROMPTS = [
     "Once upon a time, in a land far away,",
 ]
 MAX_TOKENS = [40, 12, 25, 18]  # the first runs long so that the others join it mid-way
+CHAT_START = "System: you are a helpful assistant; answer in one sentence.\nUser: "  # as a chat template begins
 
 
 @pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-llama"])
@@ -36,9 +37,9 @@ def _settings(i: int, sampled: bool) -> dict:
     return {"temperature": 0.9, "top_p": 0.95, "k": 3, "generator": torch.Generator().manual_seed(100 + i)}
 
 
-def _alone(loaded: Loaded, sampled: bool) -> list[list]:
+def _alone(loaded: Loaded, sampled: bool, start: str = "") -> list[list]:
     return [
-        list(generate(loaded, loaded.tokenizer(p).input_ids, max_tokens=m, **_settings(i, sampled)))
+        list(generate(loaded, loaded.tokenizer(start + p).input_ids, max_tokens=m, **_settings(i, sampled)))
         for i, (p, m) in enumerate(zip(PROMPTS, MAX_TOKENS))
     ]
 
@@ -72,11 +73,13 @@ class _PauseAt:
         self.handle.remove()
 
 
-def _consume(batcher: Batcher, loaded: Loaded, i: int, sampled: bool, results: list, **extra) -> threading.Thread:
-    """Start a thread that runs request `i` through `batcher` into ``results[i]``."""
+def _consume(
+    batcher: Batcher, loaded: Loaded, i: int, sampled: bool, results: list, start: str = "", **extra
+) -> threading.Thread:
+    """Start a thread that runs request `i` (its prompt after `start`) through `batcher` into ``results[i]``."""
 
     def run():
-        ids, results[i] = loaded.tokenizer(PROMPTS[i]).input_ids, []
+        ids, results[i] = loaded.tokenizer(start + PROMPTS[i]).input_ids, []
         try:
             for token in batched(batcher, ids, max_tokens=MAX_TOKENS[i], **_settings(i, sampled), **extra):
                 results[i].append(token)
@@ -96,15 +99,17 @@ def _assert_same(batched: list, alone: list) -> None:
         assert [v for _, v in b.top] == pytest.approx([v for _, v in a.top], abs=1e-4)
 
 
-def _check_joining_midway(loaded: Loaded, sampled: bool) -> None:
-    """The first request runs alone for a few steps, the others join it: each gives what it gives alone."""
-    alone = _alone(loaded, sampled)
+def _check_joining_midway(loaded: Loaded, sampled: bool, start: str = "") -> None:
+    """The first request runs alone for a few steps, the others join it: each gives what it gives alone. With a
+    shared `start` the three joining prompts are prefilled in one pass, padded between the start and their own
+    tokens; without one, one by one."""
+    alone = _alone(loaded, sampled, start)
     batcher, results = Batcher(loaded), [None] * len(PROMPTS)
     try:
         with _PauseAt(loaded.model, at=5) as pause:  # the first request's prefill and 3 decode steps, then hold
-            threads = [_consume(batcher, loaded, 0, sampled, results)]
+            threads = [_consume(batcher, loaded, 0, sampled, results, start)]
             pause.reached.wait(60)
-            threads += [_consume(batcher, loaded, i, sampled, results) for i in range(1, len(PROMPTS))]
+            threads += [_consume(batcher, loaded, i, sampled, results, start) for i in range(1, len(PROMPTS))]
             _wait_for(lambda: batcher.waiting == len(PROMPTS) - 1)
         for thread in threads:
             thread.join(120)
@@ -115,16 +120,27 @@ def _check_joining_midway(loaded: Loaded, sampled: bool) -> None:
         _assert_same(together, single)
 
 
+@pytest.mark.parametrize("start", ["", CHAT_START], ids=["own-prompts", "shared-start"])
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
-def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled):
-    _check_joining_midway(loaded, sampled)
+def test_concurrent_requests_match_the_same_requests_alone(loaded, sampled, start):
+    _check_joining_midway(loaded, sampled, start)
+
+
+def test_prompts_with_a_shared_start_are_prefilled_in_one_pass(loaded, monkeypatch):
+    from gptnb.serve.engine import batcher as module
+
+    together = []
+    monkeypatch.setattr(module, "prefill_together", lambda *a: together.append(len(a[1])) or prefill_together(*a))
+    _check_joining_midway(loaded, sampled=False, start=CHAT_START)
+    assert together == [len(PROMPTS) - 1], together
 
 
 @pytest.mark.slow
-def test_smollm2_requests_batched_match_the_same_requests_alone():
+@pytest.mark.parametrize("start", ["", CHAT_START], ids=["own-prompts", "shared-start"])
+def test_smollm2_requests_batched_match_the_same_requests_alone(start):
     import gptnb
 
-    _check_joining_midway(Loaded(*gptnb.load_model("smollm2-135m", device="cpu")), sampled=False)
+    _check_joining_midway(Loaded(*gptnb.load_model("smollm2-135m", device="cpu")), sampled=False, start=start)
 
 
 def test_cancelled_requests_free_their_rows_and_the_others_are_unchanged(loaded):

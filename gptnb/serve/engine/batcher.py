@@ -3,10 +3,11 @@
 A `Batcher` runs a decode thread while it has work. `Batcher.submit` hands it one request's rows (its prompts times
 its choices, each with its own sampling generator) and returns a `Generation`, which yields every row's tokens as
 (row index, `Token`) as they are made, and (row index, None) when a row ends (after an end-of-sequence token or
-`max_tokens`). Between two decode steps waiting rows join the batch: each prompt is prefilled alone
-(`decode.prefill`, with the engine's prompt cache), its first token picked, and its keys/values merged into the
-batch's cache. Finished rows, rows their consumer stopped (`Generation.stop`, at a stop string), and whole
-requests that were closed or whose `cancel` event is set leave it, freeing their rows.
+`max_tokens`). Between two decode steps waiting rows join the batch: prompts that start alike (a chat template's
+system message) are prefilled in one pass (`decode.prefill_together`), any other one alone (`decode.prefill`, with
+the engine's prompt cache); each row's first token is picked, and its keys/values merged into the batch's cache.
+Finished rows, rows their consumer stopped (`Generation.stop`, at a stop string), and whole requests that were
+closed or whose `cancel` event is set leave it, freeing their rows.
 
 Why our own loop rather than transformers' `ContinuousBatchingManager` (``model.generate_batch``, what
 ``transformers serve --continuous-batching`` runs): in transformers 5.24 it samples every request from one
@@ -15,10 +16,11 @@ token's log-probability, taken after temperature/top-p warping (no top-k alterna
 and decides greedy versus sampling once per manager. The server promises all three per request, so here each
 row is picked with `decode.pick_token` and its own generator and reported with `decode.scored_token`.
 
-The batch's cache is a `DynamicCache` whose rows are left-padded to a common length: each step passes an
-attention mask hiding the padding and each row's own position ids, which is right for absolute positions
-(GPT-2, GPT-Neo) and rotary ones (Llama, SmolLM2). Forward passes hold `loaded.lock`, so prompt scoring
-(``echo``) and `engine.reference.generate` can still use the model between steps.
+The batch's cache is a `DynamicCache` whose rows are padded to a common length (on the left, or between a shared
+start and a row's own tokens): the batch keeps its attention mask, and each step passes it with each row's own
+position ids, which is right for absolute positions (GPT-2, GPT-Neo) and rotary ones (Llama, SmolLM2). Forward
+passes hold `loaded.lock`, so prompt scoring (``echo``) and `engine.reference.generate` can still use the model
+between steps.
 
 Limits and fairness. At most `max_rows` rows decode at once and `max_tokens_in_flight` prompt-plus-completion
 tokens (counted at each row's `max_tokens`) are held; a row that would pass that waits, and the rows behind it
@@ -45,8 +47,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ...kvcache import cache_argument
-from .decode import Cancelled, Loaded, Token, pick_token, prefill, scored_token
+from ...kvcache import cache_argument, shared_length
+from .decode import Cancelled, Loaded, Token, pad_left, pick_token, prefill, prefill_together, scored_token
 
 # Defaults by device: a small CPU server (2 cores: past 16 rows a step costs about as much as the rows it adds)
 # and a GPU (a batch of 64 costs little more than one row for the course's models).
@@ -178,7 +180,8 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._rows: list[_Row] = []  # the batch, in the order of the cache's rows; only the decode thread changes it
         self._cache = None
-        self._joining = 0  # rows being prefilled (1 or 0): no longer waiting, not yet in `_rows`
+        self._mask = None  # the cache's attention mask (rows x columns): 0 where a row is padded
+        self._joining = 0  # rows being prefilled: no longer waiting, not yet in `_rows`
         self._row_seconds = 0.0  # a running average of the time a row spends in the batch
 
     # --- what the server calls ---------------------------------------------------------
@@ -252,7 +255,7 @@ class Batcher:
                 if self._closed:
                     _fail(self._rows + list(self._waiting), RuntimeError("the server stopped mid-generation"))
                     self._waiting.clear()
-                    self._rows, self._cache = [], None
+                    self._rows, self._cache, self._mask = [], None, None
                 if not self._waiting and not self._rows:
                     self._thread = None  # the next `submit` starts another
                     return
@@ -278,31 +281,59 @@ class Batcher:
         self._keep([row for row in self._rows if row not in running])
 
     def _admit(self) -> None:
-        """Move waiting rows into the batch while rows and tokens in flight allow (`_next_row`)."""
-        while len(self._rows) < self.max_rows:
+        """Move waiting rows into the batch while rows and tokens in flight allow (`_next_row`): prompts with a
+        shared start are prefilled together (`decode.prefill_together`), any other one alone."""
+        chosen: list[_Row] = []
+        while len(self._rows) + len(chosen) < self.max_rows:
             with self._lock:
-                row = self._next_row()
+                row = self._next_row(chosen)
                 if row is None:
-                    return
+                    break
                 self._waiting.remove(row)
-                self._joining = 1
-            try:
-                cache, logits = prefill(self.loaded, row.ids)
-            except Exception as error:
-                self._joining = 0
-                _fail([row], error)
-                continue
-            row.position, row.joined = len(row.ids), time.monotonic()
+                self._joining = len(chosen) + 1
             row.request.running, row.request.in_flight = row.request.running + 1, row.request.in_flight + row.cost
-            if self._emit(row, logits, torch.log_softmax(logits, dim=-1)):
+            chosen.append(row)
+        if not chosen:
+            return
+        prompts = [row.ids for row in chosen]
+        shared = shared_length(prompts, min(map(len, prompts)) - 1) if len(chosen) > 1 else 0
+        groups = [chosen] if shared else [[row] for row in chosen]
+        for group in groups:
+            try:
+                if shared:
+                    self._joined(group, *prefill_together(self.loaded, prompts, shared))
+                else:
+                    cache, logits = prefill(self.loaded, group[0].ids)
+                    self._joined(group, cache, torch.ones(1, len(group[0].ids), dtype=torch.long), logits[None])
+            except Exception as error:  # these rows' consumers see it; the others go on
+                failed = [row for row in group if not row.joined]
+                for row in failed:
+                    row.request.running, row.request.in_flight = (
+                        row.request.running - 1,
+                        row.request.in_flight - row.cost,
+                    )
+                _fail(failed, error)
+        self._joining = 0
+
+    def _joined(self, rows: list[_Row], cache, mask: torch.Tensor, logits: torch.Tensor) -> None:
+        """Prefilled `rows`: each one's first token out; those that go on join the batch with their cache rows."""
+        logprobs, now = torch.log_softmax(logits, dim=-1), time.monotonic()
+        going_on = []
+        for i, row in enumerate(rows):
+            row.position, row.joined = len(row.ids), now
+            if self._emit(row, logits[i], logprobs[i]):
                 self._left([row])
             else:
-                self._join(row, cache)
-            self._joining = 0
+                going_on.append(i)
+        if going_on:
+            if len(going_on) < len(rows):
+                cache.batch_select_indices(torch.tensor(going_on))
+            self._join([rows[i] for i in going_on], cache, mask[going_on].to(self.loaded.model.device))
 
-    def _next_row(self) -> _Row | None:
-        """The row to admit next: the first waiting row of the request with the fewest rows running (the earliest
-        among equals) that is within its share; None when there is none, or it does not fit the tokens in flight."""
+    def _next_row(self, chosen: list[_Row]) -> _Row | None:
+        """The row to admit next, after the `chosen` ones: the first waiting row of the request with the fewest rows
+        running (the earliest among equals) that is within its share; None when there is none, or it does not fit
+        the tokens in flight."""
         firsts: dict[_Request, _Row] = {}
         for row in self._waiting:
             firsts.setdefault(row.request, row)
@@ -310,8 +341,8 @@ class Batcher:
         if not candidates:
             return None
         row = min(candidates, key=lambda row: row.request.running)
-        in_flight = sum(running.cost for running in self._rows)
-        if self._rows and in_flight + row.cost > self.max_tokens_in_flight:
+        in_flight = sum(running.cost for running in self._rows + chosen)
+        if (self._rows or chosen) and in_flight + row.cost > self.max_tokens_in_flight:
             return None
         return row
 
@@ -326,11 +357,9 @@ class Batcher:
     def _step(self) -> None:
         """One decode step: every row's last token in, every row's next token out; finished rows leave."""
         model, rows = self.loaded.model, self._rows
-        length = self._cache.get_seq_length()
         positions = torch.tensor([row.position for row in rows], device=model.device)
-        mask = None
-        if any(row.position < length for row in rows):  # some rows are padded
-            mask = (torch.arange(length + 1, device=model.device) >= (length - positions)[:, None]).long()
+        self._mask = F.pad(self._mask, (0, 1), value=1)
+        mask = None if bool(self._mask.all()) else self._mask  # None: no row is padded
         inputs = torch.tensor([[row.last] for row in rows], device=model.device)
         with self.loaded.lock, torch.no_grad():
             out = model(
@@ -367,31 +396,33 @@ class Batcher:
             row.request.running, row.request.in_flight = row.request.running - 1, row.request.in_flight - row.cost
             self._row_seconds += 0.2 * (now - row.joined - self._row_seconds)
 
-    def _join(self, row: _Row, cache) -> None:
-        """Add a prefilled row's cache to the batch's, left-padding whichever is shorter."""
+    def _join(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
+        """Add prefilled rows, their cache and its mask, to the batch's, left-padding whichever is shorter."""
         if not self._rows:
-            self._rows, self._cache = [row], cache
+            self._rows, self._cache, self._mask = list(rows), cache, mask
             return
-        length = self._cache.get_seq_length()
-        width = max(length, row.position)
-        for batch, new in zip(self._cache.layers, cache.layers):
-            batch.keys = torch.cat([_pad_left(batch.keys, width - length), _pad_left(new.keys, width - row.position)])
-            batch.values = torch.cat(
-                [_pad_left(batch.values, width - length), _pad_left(new.values, width - row.position)]
-            )
-        self._rows.append(row)
+        length, new = self._cache.get_seq_length(), cache.get_seq_length()
+        width = max(length, new)
+        for batch, joining in zip(self._cache.layers, cache.layers):
+            batch.keys = torch.cat([pad_left(batch.keys, width - length), pad_left(joining.keys, width - new)])
+            batch.values = torch.cat([pad_left(batch.values, width - length), pad_left(joining.values, width - new)])
+        self._mask = torch.cat([F.pad(self._mask, (width - length, 0)), F.pad(mask, (width - new, 0))])
+        self._rows += rows
 
     def _keep(self, rows: list[_Row]) -> None:
         """Keep only `rows` in the batch, and drop the cache's columns that are now padding in every row."""
         if len(rows) == len(self._rows):
             return
         if not rows:
-            self._rows, self._cache = [], None
+            self._rows, self._cache, self._mask = [], None, None
             return
-        self._cache.batch_select_indices(torch.tensor([self._rows.index(row) for row in rows]))
-        unused = self._cache.get_seq_length() - max(row.position for row in rows)
+        kept = torch.tensor([self._rows.index(row) for row in rows])
+        self._cache.batch_select_indices(kept)
+        self._mask = self._mask[kept.to(self._mask.device)]
+        unused = int(self._mask.any(0).int().argmax())  # the first column some row uses
         for layer in self._cache.layers:
             layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
+        self._mask = self._mask[:, unused:]
         self._rows = rows
 
 
@@ -399,8 +430,3 @@ def _fail(rows: list[_Row], error: Exception) -> None:
     """End each row with `error`, raised to its consumer."""
     for row in rows:
         row.request.out.put((row.index, error))
-
-
-def _pad_left(states: torch.Tensor, count: int) -> torch.Tensor:
-    """Keys or values (batch, heads, tokens, head size) with `count` zero tokens before the first."""
-    return F.pad(states, (0, 0, count, 0)) if count > 0 else states

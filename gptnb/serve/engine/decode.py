@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ...kvcache import cache_argument, prefix_copy, shared_length
@@ -118,6 +119,44 @@ def prefill(loaded: Loaded, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]
         out = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
         loaded.prefix = (tuple(ids), copy.deepcopy(cache))
     return cache, out.logits[0, -1].float()
+
+
+def prefill_together(
+    loaded: Loaded, prompts: list[list[int]], shared: int
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """Run prompts that start with the same `shared` tokens (at least one, and fewer than any prompt has) in one
+    forward pass: their cache, its attention mask (rows x cache columns) and the logits after each prompt's last
+    token (rows x vocabulary).
+
+    The shared start is run once (`prefill`: it reuses the last prompt's start, and is kept as the last prompt) and
+    repeated for every row; each prompt's own tokens follow, left-padded to the longest, so that a row's padding
+    sits between the shared start and its own tokens (hidden by the mask; every padded query still sees the shared
+    start, so no query is fully masked). One pass over all the new tokens multiplies larger matrices than one pass
+    per prompt: on one CPU thread, 91 instead of 59 GFLOP/s for SmolLM2's MLP at 16 prompts."""
+    model = loaded.model
+    cache, _ = prefill(loaded, list(prompts[0][:shared]))
+    cache.batch_repeat_interleave(len(prompts))
+    own = [ids[shared:] for ids in prompts]
+    width = max(len(ids) for ids in own)
+    inputs = torch.tensor([[ids[0]] * (width - len(ids)) + ids for ids in own], device=model.device)
+    own_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in own], device=model.device)
+    mask = torch.cat([torch.ones(len(own), shared, dtype=torch.long, device=model.device), own_mask], dim=1)
+    positions = shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
+    with loaded.lock, torch.no_grad():
+        out = model(
+            input_ids=inputs,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_argument(model): cache},
+        )
+    return cache, mask, out.logits[:, -1].float()
+
+
+def pad_left(states: torch.Tensor, count: int) -> torch.Tensor:
+    """Keys or values (batch, heads, tokens, head size) with `count` zero tokens before the first."""
+    return F.pad(states, (0, 0, count, 0)) if count > 0 else states
 
 
 @dataclass
