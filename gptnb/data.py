@@ -253,9 +253,10 @@ def load_tweets(
         frame, where = _read_local(name)
         frame, dropped = _clean(frame, labels)
         train, val, test = split(frame, n_train, n_val, n_test, seed)
-    asked = {"source": source, "classes": classes, "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed}
-    asked["profile"] = chosen.name
-    splits = TweetSplits(train, val, test, labels, f"{where}, {classes} classes, seed {seed}", dropped, asked)
+    asked = dict(source=source, classes=classes, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    splits = TweetSplits(
+        train, val, test, labels, f"{where}, {classes} classes, seed {seed}", dropped, asked | {"profile": chosen.name}
+    )
     if verbose:
         print(splits.report())
     return splits

@@ -45,6 +45,7 @@ def test_title_cell_conventions(path):
     text = source(first)
     assert first["cell_type"] == "markdown" and text.startswith("# ")
     assert "What you will learn" in text
+    assert len(text.split()) <= 150, f"the title cell has {len(text.split())} words; at most 150"
     assert all(profile in text for profile in ("tiny", "cpu", "gpu")), "run time per profile"
     badge = re.search(r"colab\.research\.google\.com/github/(\S+?)/blob/main/notebooks/(\S+?\.ipynb)", text)
     assert badge, "Open in Colab badge"

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ...kvcache import cache_argument, shared_length
-from .decode import Cancelled, Loaded, Token, pad_left, pick_token, prefill, prefill_together, scored_token
+from .decode import Cancelled, Loaded, Token, pick_token, prefill, prefill_together, scored_token
 
 # Defaults by device: a small CPU server (2 cores: past 16 rows a step costs about as much as the rows it adds)
 # and a GPU (a batch of 64 costs little more than one row for the course's models).
@@ -79,6 +79,10 @@ class _Request:
     @property
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
+
+    def count(self, row: _Row, sign: int) -> None:
+        """Count `row` into (+1) or out of (-1) this request's rows running and tokens in flight."""
+        self.running, self.in_flight = self.running + sign, self.in_flight + sign * row.cost
 
 
 @dataclass(eq=False)
@@ -291,29 +295,29 @@ class Batcher:
                     break
                 self._waiting.remove(row)
                 self._joining = len(chosen) + 1
-            row.request.running, row.request.in_flight = row.request.running + 1, row.request.in_flight + row.cost
+            row.request.count(row, +1)
             chosen.append(row)
         if not chosen:
             return
         prompts = [row.ids for row in chosen]
         shared = shared_length(prompts, min(map(len, prompts)) - 1) if len(chosen) > 1 else 0
-        groups = [chosen] if shared else [[row] for row in chosen]
-        for group in groups:
+        for group in [chosen] if shared else [[row] for row in chosen]:
             try:
-                if shared:
-                    self._joined(group, *prefill_together(self.loaded, prompts, shared))
-                else:
-                    cache, logits = prefill(self.loaded, group[0].ids)
-                    self._joined(group, cache, torch.ones(1, len(group[0].ids), dtype=torch.long), logits[None])
+                self._joined(group, *self._prefill(group, shared))
             except Exception as error:  # these rows' consumers see it; the others go on
                 failed = [row for row in group if not row.joined]
                 for row in failed:
-                    row.request.running, row.request.in_flight = (
-                        row.request.running - 1,
-                        row.request.in_flight - row.cost,
-                    )
+                    row.request.count(row, -1)
                 _fail(failed, error)
         self._joining = 0
+
+    def _prefill(self, rows: list[_Row], shared: int) -> tuple[object, torch.Tensor, torch.Tensor]:
+        """The cache, attention mask and last logits of `rows`' prompts: one pass for several that share `shared`
+        tokens, `decode.prefill` for one."""
+        if len(rows) > 1:
+            return prefill_together(self.loaded, [row.ids for row in rows], shared)
+        cache, logits = prefill(self.loaded, rows[0].ids)
+        return cache, torch.ones(1, len(rows[0].ids), dtype=torch.long), logits[None]
 
     def _joined(self, rows: list[_Row], cache, mask: torch.Tensor, logits: torch.Tensor) -> None:
         """Prefilled `rows`: each one's first token out; those that go on join the batch with their cache rows."""
@@ -393,7 +397,7 @@ class Batcher:
         """Count rows leaving the batch out of their requests, and into the average time a row takes."""
         now = time.monotonic()
         for row in rows:
-            row.request.running, row.request.in_flight = row.request.running - 1, row.request.in_flight - row.cost
+            row.request.count(row, -1)
             self._row_seconds += 0.2 * (now - row.joined - self._row_seconds)
 
     def _join(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
@@ -404,8 +408,8 @@ class Batcher:
         length, new = self._cache.get_seq_length(), cache.get_seq_length()
         width = max(length, new)
         for batch, joining in zip(self._cache.layers, cache.layers):
-            batch.keys = torch.cat([pad_left(batch.keys, width - length), pad_left(joining.keys, width - new)])
-            batch.values = torch.cat([pad_left(batch.values, width - length), pad_left(joining.values, width - new)])
+            batch.keys = torch.cat([_pad_left(batch.keys, width - length), _pad_left(joining.keys, width - new)])
+            batch.values = torch.cat([_pad_left(batch.values, width - length), _pad_left(joining.values, width - new)])
         self._mask = torch.cat([F.pad(self._mask, (width - length, 0)), F.pad(mask, (width - new, 0))])
         self._rows += rows
 
@@ -430,3 +434,8 @@ def _fail(rows: list[_Row], error: Exception) -> None:
     """End each row with `error`, raised to its consumer."""
     for row in rows:
         row.request.out.put((row.index, error))
+
+
+def _pad_left(states: torch.Tensor, count: int) -> torch.Tensor:
+    """Keys or values (batch, heads, tokens, head size) with `count` zero tokens before the first."""
+    return F.pad(states, (0, 0, count, 0)) if count > 0 else states

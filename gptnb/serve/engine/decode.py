@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ...kvcache import cache_argument, prefix_copy, shared_length
@@ -152,11 +151,6 @@ def prefill_together(
             **{cache_argument(model): cache},
         )
     return cache, mask, out.logits[:, -1].float()
-
-
-def pad_left(states: torch.Tensor, count: int) -> torch.Tensor:
-    """Keys or values (batch, heads, tokens, head size) with `count` zero tokens before the first."""
-    return F.pad(states, (0, 0, count, 0)) if count > 0 else states
 
 
 @dataclass
