@@ -52,6 +52,23 @@ def tiny_gpt2():
 
 
 @pytest.fixture(scope="session")
+def tiny_untied():
+    """tiny-gpt2 with an output layer of its own (untied, random): the tied one's greedy tokens repeat the last input
+    token whatever came before, so a loop that loses the context or the positions would still match generate."""
+    import copy
+
+    import torch
+
+    import gptnb
+
+    model, tokenizer = gptnb.load_model("tiny-gpt2", profile="tiny", device="cpu")
+    model = copy.deepcopy(model)
+    torch.manual_seed(0)
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.02)  # as initialised
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
 def make_tiny_llama():
     """A function making a random two-layer Llama over a tokenizer: SmolLM2's architecture (rotary positions,
     grouped heads), each call a fresh model with the same weights."""

@@ -1,27 +1,14 @@
 """Notebook 03's exercise checks: a right answer passes; a wrong one and the placeholder are told apart;
 under nbgrader a wrong answer raises. The checks run on the tiny random GPT-2 (a few tokens)."""
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import DynamicCache
 
-import gptnb
 from gptnb.exercises import NOT_ANSWERED, RIGHT, nb03
 from gptnb.kvcache import cache_argument
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """tiny-gpt2 with an output layer of its own (untied, random): the tied one's greedy tokens repeat the last input
-    token whatever came before, so a loop that loses the context or the positions would still match generate."""
-    model, tokenizer = gptnb.load_model("tiny-gpt2", profile="tiny", device="cpu")
-    model = copy.deepcopy(model)
-    torch.manual_seed(0)
-    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.02)  # as initialised
-    return model, tokenizer
 
 
 def placeholder(*args):
@@ -124,26 +111,26 @@ CASES = [
 
 
 @pytest.mark.parametrize("check, exercise, right, wrong, hint", CASES)
-def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, hint, tiny, capsys):
-    assert told(check, right, *tiny, capsys=capsys) == (True, f"Exercise {exercise}: {RIGHT}")
-    passed, line = told(check, wrong, *tiny, capsys=capsys)
+def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, hint, tiny_untied, capsys):
+    assert told(check, right, *tiny_untied, capsys=capsys) == (True, f"Exercise {exercise}: {RIGHT}")
+    passed, line = told(check, wrong, *tiny_untied, capsys=capsys)
     assert not passed and line.startswith(f"Exercise {exercise}: not yet:") and hint in line, line
-    passed, line = told(check, placeholder, *tiny, capsys=capsys)
+    passed, line = told(check, placeholder, *tiny_untied, capsys=capsys)
     assert not passed and line.startswith(f"Exercise {exercise}: {NOT_ANSWERED}"), line
 
 
-def test_a_filter_right_on_the_small_cases_but_not_in_the_loop_is_caught(tiny, capsys):
+def test_a_filter_right_on_the_small_cases_but_not_in_the_loop_is_caught(tiny_untied, capsys):
     """The loop comparison with model.generate fails for a filter that only handles the 5-token cases."""
 
     def only_small(logits, k):
         return top_k_filter(logits, k) if logits.shape[-1] <= 5 else logits
 
-    passed, line = told(nb03.check_top_k, only_small, *tiny, capsys=capsys)
+    passed, line = told(nb03.check_top_k, only_small, *tiny_untied, capsys=capsys)
     assert not passed and "model.generate(top_k=5" in line, line
 
 
-def test_the_sampling_loop_matches_generate_with_the_reference_filters(tiny):
-    model, tokenizer = tiny
+def test_the_sampling_loop_matches_generate_with_the_reference_filters(tiny_untied):
+    model, tokenizer = tiny_untied
     for seed in range(3):
         by_hand = nb03._sampled_with(model, tokenizer, lambda logits: top_p_filter(logits, 0.7), seed=seed)
         reference = nb03._generated(model, tokenizer, seed=seed, top_k=0, top_p=0.7, temperature=1.0)
@@ -158,17 +145,17 @@ def test_the_sampling_loop_matches_generate_with_the_reference_filters(tiny):
         (nb03.check_top_p, top_p_keeps_one_too_few),
     ],
 )
-def test_wrong_answers_raise_under_nbgrader(check, wrong, tiny, monkeypatch):
+def test_wrong_answers_raise_under_nbgrader(check, wrong, tiny_untied, monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with pytest.raises(AssertionError, match="not yet"):
-        check(wrong, *tiny)
+        check(wrong, *tiny_untied)
 
 
-def test_the_cached_loop_may_return_a_list_or_a_row(tiny, capsys):
+def test_the_cached_loop_may_return_a_list_or_a_row(tiny_untied, capsys):
     as_list = lambda *args: greedy_with_cache(*args).tolist()  # noqa: E731
     as_row = lambda *args: greedy_with_cache(*args)[None]  # noqa: E731
     for answer in (as_list, as_row):
-        assert told(nb03.check_cached_greedy, answer, *tiny, capsys=capsys) == (True, f"Exercise 3.1: {RIGHT}")
+        assert told(nb03.check_cached_greedy, answer, *tiny_untied, capsys=capsys) == (True, f"Exercise 3.1: {RIGHT}")
 
 
 @pytest.mark.parametrize("question, choices", [nb03.ORIGINAL_CALL_QUIZ, nb03.BEAM_QUIZ, nb03.DECODER_ONLY_QUIZ])

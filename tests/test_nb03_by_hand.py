@@ -5,7 +5,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import test_exercises_nb03
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -14,7 +13,6 @@ from gptnb.profiles import get_profile
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_generation.ipynb"
 CELLS = nbformat.read(NOTEBOOK, as_version=4).cells
-tiny = test_exercises_nb03.tiny  # the fixture: tiny-gpt2 whose greedy tokens depend on the context
 
 
 def cell(marker: str) -> str:
@@ -38,18 +36,18 @@ CHECK = next(c.source for c in CELLS if c.metadata.get("nbgrader", {}).get("grad
 
 
 @pytest.fixture(scope="module")
-def grouped(tiny):
+def grouped(tiny_untied):
     """A random two-layer Llama-style model with grouped-query attention (2 key/value heads for 4 query heads)."""
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tiny[1]),
+        vocab_size=len(tiny_untied[1]),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
     )
-    return LlamaForCausalLM(config).eval(), tiny[1]
+    return LlamaForCausalLM(config).eval(), tiny_untied[1]
 
 
 def run(model, tokenizer, *sources: str) -> dict:
@@ -66,14 +64,14 @@ def run(model, tokenizer, *sources: str) -> dict:
     return names
 
 
-def test_the_loop_without_a_cache_equals_generate_and_its_check_can_fail(tiny):
-    assert len(run(*tiny, LOOP, AGAINST_GENERATE)["by_hand"]) == get_profile("tiny").max_new_tokens
+def test_the_loop_without_a_cache_equals_generate_and_its_check_can_fail(tiny_untied):
+    assert len(run(*tiny_untied, LOOP, AGAINST_GENERATE)["by_hand"]) == get_profile("tiny").max_new_tokens
     stale = broken(LOOP, "ids = torch.cat([ids, next_id.view(1, 1)], dim=1)", "ids = torch.cat([ids, ids[:, -1:]], 1)")
     with pytest.raises(AssertionError, match="different tokens"):
-        run(*tiny, stale, AGAINST_GENERATE)
+        run(*tiny_untied, stale, AGAINST_GENERATE)
 
 
-@pytest.mark.parametrize("model", ["tiny", "grouped"])
+@pytest.mark.parametrize("model", ["tiny_untied", "grouped"])
 def test_one_cached_step_equals_the_whole_text_and_the_cache_is_as_big_as_the_formula(model, request):
     names = run(*request.getfixturevalue(model), ONE_STEP, MEMORY)
     assert names["step_difference"] < 1e-4 and names["cache"].get_seq_length() == names["ids"].shape[1] + 1
@@ -93,9 +91,9 @@ def test_one_cached_step_equals_the_whole_text_and_the_cache_is_as_big_as_the_fo
         ),
     ],
 )
-def test_the_one_step_check_can_fail(line, instead, tiny):
+def test_the_one_step_check_can_fail(line, instead, tiny_untied):
     with pytest.raises(AssertionError):
-        run(*tiny, broken(ONE_STEP, line, instead))
+        run(*tiny_untied, broken(ONE_STEP, line, instead))
 
 
 def test_the_memory_check_can_fail(grouped):
@@ -105,8 +103,8 @@ def test_the_memory_check_can_fail(grouped):
         run(*grouped, ONE_STEP, broken(MEMORY, line, "kv_heads = config.num_attention_heads"))
 
 
-def test_the_cached_loop_passes_its_check_and_fails_it_when_broken(tiny, monkeypatch, capsys):
-    run(*tiny, ONE_STEP, ANSWER, CHECK)
+def test_the_cached_loop_passes_its_check_and_fails_it_when_broken(tiny_untied, monkeypatch, capsys):
+    run(*tiny_untied, ONE_STEP, ANSWER, CHECK)
     assert capsys.readouterr().out.strip().endswith("Exercise 3.1: right")
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # as nbgrader grades: a wrong answer raises
     feed = "logits = model(new_ids, use_cache=True, **{cache_arg: cache}).logits"
@@ -119,4 +117,4 @@ def test_the_cached_loop_passes_its_check_and_fails_it_when_broken(tiny, monkeyp
         ),
     ]:
         with pytest.raises(AssertionError, match=f"Exercise 3.1: not yet: .*{hint}"):
-            run(*tiny, ONE_STEP, broken(ANSWER, feed, instead), CHECK)
+            run(*tiny_untied, ONE_STEP, broken(ANSWER, feed, instead), CHECK)
