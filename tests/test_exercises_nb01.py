@@ -6,6 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptnb.exercises import NOT_ANSWERED, RIGHT, nb01
 
@@ -14,17 +15,38 @@ def placeholder(*args):
     raise NotImplementedError()
 
 
-def grouped_query_attention(q, k, v, interleave=True, masked=True, scale=True):
-    group = len(q) // len(k)
+def grouped_query_attention(h, attn, n_head, n_kv_head, interleave=True, masked=True, scale=True, project=True):
+    positions, width = h.shape
+    d_k = width // n_head
+    q = (h @ attn.q_proj.weight.T).view(positions, n_head, d_k).transpose(0, 1)
+    k, v = ((h @ p.weight.T).view(positions, n_kv_head, d_k).transpose(0, 1) for p in (attn.k_proj, attn.v_proj))
+    group = n_head // n_kv_head
     k, v = (t.repeat_interleave(group, dim=0) if interleave else t.repeat(group, 1, 1) for t in (k, v))
-    scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5 if scale else 1.0)
+    scores = q @ k.transpose(-2, -1) / (d_k**0.5 if scale else 1.0)
     if masked:
         scores = scores + torch.full(scores.shape[-2:], float("-inf")).triu(diagonal=1)
-    return scores.softmax(dim=-1) @ v
+    merged = (scores.softmax(dim=-1) @ v).transpose(0, 1).reshape(positions, width)
+    return merged @ attn.o_proj.weight.T if project else merged
 
 
-def rms_norm(x, weight, eps):
-    return weight * x / (x.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt()
+def rms_norm(x, norm, *, centred=False, scaled=True, eps=True):
+    x = x - x.mean(-1, keepdim=True) if centred else x
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + (norm.variance_epsilon if eps else 0))
+    return norm.weight * x if scaled else x
+
+
+def llama_block(x, layer, attend, *, act=F.silu, gate_on_up=False, residual=True, pre_norm=True, **norm):
+    first, second, mlp = layer.input_layernorm, layer.post_attention_layernorm, layer.mlp
+
+    def swiglu(h):
+        gate, up = h @ mlp.gate_proj.weight.T, h @ mlp.up_proj.weight.T
+        return (act(up if gate_on_up else gate) * (gate if gate_on_up else up)) @ mlp.down_proj.weight.T
+
+    if not pre_norm:
+        x = rms_norm(x + attend(x), first, **norm)
+        return rms_norm(x + swiglu(x), second, **norm)
+    x = x * residual + attend(rms_norm(x, first, **norm))
+    return x * residual + swiglu(rms_norm(x, second, **norm))
 
 
 def gpt2_parameters(config):
@@ -35,7 +57,11 @@ def gpt2_parameters(config):
 
 
 def gqa(**options):
-    return lambda q, k, v: grouped_query_attention(q, k, v, **options)
+    return lambda h, attn, n_head, n_kv_head: grouped_query_attention(h, attn, n_head, n_kv_head, **options)
+
+
+def block(**options):
+    return lambda x, layer, attend: llama_block(x, layer, attend, **options)
 
 
 def told(check, answer, capsys):
@@ -54,36 +80,50 @@ def told(check, answer, capsys):
             "repeat_interleave",
         ),
         (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(masked=False), "causal mask"),
-        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(scale=False), "sqrt(head size)"),
-        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: q, "query head 0"),
-        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: k, "shape"),
-        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, lambda q, k, v: q / 0 * 0, "NaN"),
-        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: x / 0 * 0, "position 0"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(scale=False), "sqrt(d_k)"),
+        (nb01.check_grouped_query_attention, "1.1", grouped_query_attention, gqa(project=False), "o_proj"),
         (
-            nb01.check_rms_norm,
-            "1.3",
-            rms_norm,
-            lambda x, w, eps: torch.nn.functional.layer_norm(x, x.shape[-1:], w),
-            "mean",
-        ),
-        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x, 1.0, eps), "`weight`"),
-        (
-            nb01.check_rms_norm,
-            "1.3",
-            rms_norm,
-            lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps),
-            "inside",
+            nb01.check_grouped_query_attention,
+            "1.1",
+            grouped_query_attention,
+            lambda h, attn, n_head, n_kv_head: h,
+            "position 0",
         ),
         (
-            nb01.check_rms_norm,
-            "1.3",
-            rms_norm,
-            lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True) + eps),
-            "square root",
+            nb01.check_grouped_query_attention,
+            "1.1",
+            grouped_query_attention,
+            lambda h, attn, n_head, n_kv_head: h[:, :8],
+            "shape",
         ),
-        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x.T, w[:, None], eps).T, "last dimension"),
-        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x, w, eps).tolist(), "torch.Tensor"),
-        (nb01.check_rms_norm, "1.3", rms_norm, lambda x, w, eps: rms_norm(x, w, eps) + 0.01, "position 0"),
+        (
+            nb01.check_grouped_query_attention,
+            "1.1",
+            grouped_query_attention,
+            lambda h, attn, n_head, n_kv_head: h / 0 * 0,
+            "NaN",
+        ),
+        (nb01.check_llama_block, "1.3", llama_block, block(residual=False), "residual"),
+        (nb01.check_llama_block, "1.3", llama_block, block(centred=True), "mean"),
+        (nb01.check_llama_block, "1.3", llama_block, block(scaled=False), "`weight`"),
+        (nb01.check_llama_block, "1.3", llama_block, block(eps=False), "inside the square root"),
+        (nb01.check_llama_block, "1.3", llama_block, block(gate_on_up=True), "gate_proj"),
+        (nb01.check_llama_block, "1.3", llama_block, block(act=F.gelu), "not GELU"),
+        (nb01.check_llama_block, "1.3", llama_block, block(pre_norm=False), "pre-norm"),
+        (
+            nb01.check_llama_block,
+            "1.3",
+            llama_block,
+            lambda x, layer, attend: llama_block(x, layer, attend).tolist(),
+            "torch.Tensor",
+        ),
+        (
+            nb01.check_llama_block,
+            "1.3",
+            llama_block,
+            lambda x, layer, attend: llama_block(x, layer, attend) + 0.01,
+            "position 0",
+        ),
         (
             nb01.check_gpt2_parameters,
             "1.2",
@@ -110,7 +150,7 @@ def test_checks_tell_right_wrong_and_unanswered(check, exercise, right, wrong, h
 
 
 def test_a_crashing_answer_is_feedback(capsys):
-    passed, line = told(nb01.check_grouped_query_attention, lambda q, k, v: 1 / 0, capsys)
+    passed, line = told(nb01.check_grouped_query_attention, lambda h, attn, n_head, n_kv_head: 1 / 0, capsys)
     assert not passed and "ZeroDivisionError" in line
 
 
@@ -118,7 +158,7 @@ def test_a_crashing_answer_is_feedback(capsys):
     "check, wrong",
     [
         (nb01.check_grouped_query_attention, gqa(masked=False)),
-        (nb01.check_rms_norm, lambda x, w, eps: x),
+        (nb01.check_llama_block, lambda x, layer, attend: x),
         (nb01.check_gpt2_parameters, lambda config: 1),
     ],
 )

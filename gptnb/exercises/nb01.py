@@ -1,7 +1,8 @@
-"""Notebook 01's exercises (grouped-query attention, GPT-2's parameter count, RMSNorm) and quizzes.
+"""Notebook 01's exercises (SmolLM2's grouped-query attention from its weights, GPT-2's parameter count, a whole
+SmolLM2 block) and quizzes.
 
-Every check compares the learner's function with the library: transformers' `repeat_kv` and PyTorch's attention,
-a model built on the meta device, transformers' `LlamaRMSNorm`.
+Every check compares the learner's function with the library: transformers' `LlamaAttention` and
+`LlamaDecoderLayer` on random layers, and a model built on the meta device.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config
-from transformers.models.llama.modeling_llama import LlamaRMSNorm, repeat_kv
 
 from ..models import model_config
 from . import Choice, call_answer, report
@@ -29,83 +29,164 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
     return torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def _attention(q, k, v, **options) -> torch.Tensor:
-    """PyTorch's attention on (heads, positions, head size) tensors."""
-    return F.scaled_dot_product_attention(q[None], k[None], v[None], **options)[0]
+def _first_difference(got: torch.Tensor, expected: torch.Tensor) -> int:
+    """The first position (row) where `got` and `expected` differ."""
+    return int((~(got - expected).abs().le(1e-5)).any(dim=-1).nonzero()[0])
+
+
+def tiny_llama_layer(n_head: int, n_kv_head: int, seed: int):
+    """The first block of a random one-layer Llama (SmolLM2's architecture) with `n_head` query heads of size 8
+    sharing `n_kv_head` key/value heads, and its rotary-position module."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    width = 8 * n_head
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_hidden_layers=1,
+        num_attention_heads=n_head,
+        num_key_value_heads=n_kv_head,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-2,  # large enough that leaving it out shows
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    for norm in (model.model.layers[0].input_layernorm, model.model.layers[0].post_attention_layernorm):
+        torch.nn.init.normal_(norm.weight, 1.0, 0.5)  # a scale that is not all ones, so that it must be applied
+    return model.model.layers[0], model.model.rotary_emb
+
+
+def _causal(positions: int) -> torch.Tensor:
+    """The causal mask as numbers, shaped as transformers' attention layers take it: (1, 1, queries, keys)."""
+    return torch.full((positions, positions), float("-inf")).triu(diagonal=1)[None, None]
+
+
+def _gqa_by_formula(h, attn, n_head, n_kv_head, *, interleave=True, masked=True, scaled=True, project=True):
+    """The reference computation and its common slips: attention of h (positions, width) with `attn`'s weights."""
+    positions, width = h.shape
+    d_k = width // n_head
+    q, k, v = (h @ linear.weight.T for linear in (attn.q_proj, attn.k_proj, attn.v_proj))
+    q = q.view(positions, n_head, d_k).transpose(0, 1)
+    k, v = (t.view(positions, n_kv_head, d_k).transpose(0, 1) for t in (k, v))
+    group = n_head // n_kv_head
+    k, v = (t.repeat_interleave(group, 0) if interleave else t.repeat(group, 1, 1) for t in (k, v))
+    scores = q @ k.transpose(-2, -1) / (d_k**0.5 if scaled else 1.0)
+    weights = (scores + _causal(positions)[0, 0] if masked else scores).softmax(dim=-1)
+    merged = (weights @ v).transpose(0, 1).reshape(positions, width)
+    return merged @ attn.o_proj.weight.T if project else merged
 
 
 def check_grouped_query_attention(grouped_query_attention) -> bool:
-    """Exercise 1.1: `grouped_query_attention(q, k, v)` is causal attention with fewer key/value heads than query
-    heads, each key/value head shared by a group of consecutive query heads. Checked against transformers' own path
-    for grouped heads (`repeat_kv`, then PyTorch's causal `scaled_dot_product_attention`) on random tensors."""
+    """Exercise 1.1: `grouped_query_attention(h, attn, n_head, n_kv_head)` is SmolLM2's causal multi-head attention
+    of h (positions, width) with the weights of the Llama attention module `attn` (rotary positions left out):
+    project, split into heads, share each key/value head with a group of consecutive query heads, attend, merge,
+    project. Checked against the module itself (`LlamaAttention`, its rotation turned off) on random layers."""
 
     def check():
-        generator = torch.Generator().manual_seed(1)
-        for query_heads, kv_heads in ((9, 3), (4, 1), (2, 2)):
-            q = torch.randn(query_heads, 5, 8, generator=generator)
-            k, v = (torch.randn(kv_heads, 5, 8, generator=generator) for _ in range(2))
-            call = f"grouped_query_attention(q, k, v) with {query_heads} query and {kv_heads} key/value heads"
-            got = call_answer(grouped_query_attention, q.clone(), k.clone(), v.clone())
-            got = _returned_tensor(got, call, tuple(q.shape), "(query heads, positions, head size)")
-            if got.isnan().any():
-                raise AssertionError(f"{call} has NaN: a query masked out every key (each position sees itself)")
-            group = query_heads // kv_heads
-            shared_k, shared_v = (repeat_kv(t[None], group)[0] for t in (k, v))
-            if _close(got, _attention(q, shared_k, shared_v, is_causal=True)):
-                continue
-            if _close(got, _attention(q, k.repeat(group, 1, 1), v.repeat(group, 1, 1), is_causal=True)):
-                raise AssertionError(
-                    f"{call}: query head 1 used key/value head 1; consecutive query heads share one "
-                    f"(heads 0-{group - 1} use key/value head 0): repeat_interleave, not repeat"
-                )
-            if _close(got, _attention(q, shared_k, shared_v)):
-                raise AssertionError(f"{call}: later positions leak in: add the causal mask before the softmax")
-            if _close(got, _attention(q, shared_k, shared_v, is_causal=True, scale=1.0)):
-                raise AssertionError(f"{call}: divide the scores by sqrt(head size) before the softmax")
-            expected = _attention(q, shared_k, shared_v, is_causal=True)
-            head = int((~(got - expected).abs().le(1e-5)).flatten(1).any(dim=1).nonzero()[0])
-            raise AssertionError(f"{call}: query head {head} differs from the library's attention")
+        for n_head, n_kv_head in ((6, 2), (4, 1), (2, 2)):
+            layer, _ = tiny_llama_layer(n_head, n_kv_head, seed=n_head)
+            attn, h = layer.self_attn, torch.randn(5, 8 * n_head, generator=torch.Generator().manual_seed(1))
+            no_rotation = (torch.ones(1, 5, 8), torch.zeros(1, 5, 8))  # cos 1, sin 0: each vector stays as it is
+            with torch.no_grad():
+                expected = attn(h[None], position_embeddings=no_rotation, attention_mask=_causal(5))[0][0]
+                call = f"grouped_query_attention(h, attn, n_head={n_head}, n_kv_head={n_kv_head})"
+                got = call_answer(grouped_query_attention, h.clone(), attn, n_head, n_kv_head)
+                got = _returned_tensor(got, call, tuple(h.shape), "(positions, width)")
+                if _close(got, expected):
+                    continue
+                if got.isnan().any():
+                    raise AssertionError(f"{call} has NaN: a query masked out every key (each position sees itself)")
+                slips = {
+                    "consecutive query heads share one key/value head (heads 0-2 of 6 use key/value head 0): "
+                    "repeat_interleave, not repeat": dict(interleave=False),
+                    "later positions leak in: add the causal mask before the softmax": dict(masked=False),
+                    "divide the scores by sqrt(d_k) before the softmax": dict(scaled=False),
+                    "the merged heads go through the output projection o_proj last": dict(project=False),
+                }
+                for hint, slip in slips.items():
+                    if _close(got, _gqa_by_formula(h, attn, n_head, n_kv_head, **slip)):
+                        raise AssertionError(f"{call}: {hint}")
+            position = _first_difference(got, expected)
+            raise AssertionError(f"{call} differs from LlamaAttention, first at position {position}")
 
     return report("1.1", check)
 
 
-def _rms_norm_slips(x: torch.Tensor, weight: torch.Tensor, eps: float) -> dict[str, torch.Tensor]:
-    """What common slips give, each with its hint."""
-    mean_square = x.pow(2).mean(-1, keepdim=True)
-    across_positions = x.pow(2).mean(0, keepdim=True)
-    layer_norm = F.layer_norm(x, x.shape[-1:], weight, None, eps)
+def _rms_norm(x, norm):
+    return norm.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+
+
+def _block_slips(x, layer, attend) -> dict[str, torch.Tensor]:
+    """What common slips in a Llama block give, each with its hint."""
+    mlp, first, second = layer.mlp, layer.input_layernorm, layer.post_attention_layernorm
+
+    def swiglu(h, act=F.silu, gate_on_up=False):
+        gate, up = h @ mlp.gate_proj.weight.T, h @ mlp.up_proj.weight.T
+        gate, up = (up, gate) if gate_on_up else (gate, up)
+        return (act(gate) * up) @ mlp.down_proj.weight.T
+
+    def block(norm=_rms_norm, act=F.silu, gate_on_up=False, residual=True):
+        after = attend(norm(x, first)) + (x if residual else 0)
+        return swiglu(norm(after, second), act, gate_on_up) + (after if residual else 0)
+
+    def layer_norm(t, norm):
+        return F.layer_norm(t, t.shape[-1:], norm.weight, None, norm.variance_epsilon)
+
+    def unscaled(t, norm):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+
+    def no_eps(t, norm):
+        return norm.weight * t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True))
+
+    post_norm = _rms_norm(x + attend(x), first)  # the original Transformer's order: norm after each residual
     return {
-        "you subtracted the mean, as LayerNorm does: RMSNorm divides x itself by its root mean square": layer_norm,
-        "multiply by the learned scale `weight` at the end": x * torch.rsqrt(mean_square + eps),
-        "eps goes inside the square root: sqrt(mean(x**2) + eps)": weight * x / (mean_square.sqrt() + eps),
-        "take the square root of the mean square": weight * x / (mean_square + eps),
-        "average over each position's vector (the last dimension)": weight * x * torch.rsqrt(across_positions + eps),
+        "add each sublayer's output to its input (the residual): x = x + attention(...), then x = x + mlp(...)": block(
+            residual=False
+        ),
+        "you subtracted the mean, as LayerNorm does: RMSNorm divides x itself by its root mean square": block(
+            layer_norm
+        ),
+        "multiply the normalised vector by the norm's learned scale (`weight`)": block(unscaled),
+        "eps goes inside the square root: rsqrt(mean(x**2) + eps)": block(no_eps),
+        "the SiLU goes on gate_proj's output, which then multiplies up_proj's": block(gate_on_up=True),
+        "SwiGLU uses SiLU (x * sigmoid(x)), not GELU": block(act=F.gelu),
+        "normalise before each sublayer, not after (pre-norm: x + f(norm(x)))": _rms_norm(
+            post_norm + swiglu(post_norm), second
+        ),
     }
 
 
-def check_rms_norm(rms_norm) -> bool:
-    """Exercise 1.3: `rms_norm(x, weight, eps)` is Llama's RMSNorm: each position's vector divided by its root
-    mean square, then scaled. Checked against transformers' `LlamaRMSNorm` with the same scale and eps."""
+def check_llama_block(llama_block) -> bool:
+    """Exercise 1.3: `llama_block(x, layer, attend)` is one SmolLM2 (Llama) block on x (positions, width): RMSNorm,
+    the given attention `attend`, the residual, RMSNorm, the SwiGLU MLP, the residual. Checked against the library's
+    `LlamaDecoderLayer` (rotary positions included) on random layers whose norms have a scale of their own."""
 
     def check():
-        generator = torch.Generator().manual_seed(2)
-        for offset, spread, eps in ((1.0, 1.0, 1e-5), (0.0, 0.1, 0.1)):
-            x = offset + spread * torch.randn(5, 12, generator=generator)
-            weight = torch.randn(12, generator=generator)
-            norm = LlamaRMSNorm(12, eps=eps)
+        for n_head, n_kv_head, seed in ((6, 2, 3), (4, 4, 4)):
+            layer, rotary = tiny_llama_layer(n_head, n_kv_head, seed)
+            x = 0.5 + torch.randn(5, 8 * n_head, generator=torch.Generator().manual_seed(seed))  # mean not zero
+            rotation = rotary(x[None], torch.arange(5)[None])
+
+            def attend(h):
+                """The block's attention (rotary positions, grouped heads, causal mask) of h (positions, width)."""
+                return layer.self_attn(h[None], position_embeddings=rotation, attention_mask=_causal(len(h)))[0][0]
+
             with torch.no_grad():
-                norm.weight.copy_(weight)
-                expected = norm(x)
-            call = f"rms_norm(x, weight, eps={eps})"
-            got = call_answer(rms_norm, x.clone(), weight.clone(), eps)
-            got = _returned_tensor(got, call, tuple(x.shape), "the shape of x")
-            if _close(got, expected):
-                continue
-            for hint, slip in _rms_norm_slips(x, weight, eps).items():
-                if _close(got, slip):
-                    raise AssertionError(f"{call}: {hint}")
-            row = int((~(got - expected).abs().le(1e-5)).any(dim=-1).nonzero()[0])
-            raise AssertionError(f"{call} differs from LlamaRMSNorm, first at position {row}")
+                expected = layer(x[None], attention_mask=_causal(5), position_embeddings=rotation)
+                expected = (expected[0] if isinstance(expected, tuple) else expected)[0]  # a tuple before 5.x
+                call = f"llama_block(x, layer, attend) with {n_head} query and {n_kv_head} key/value heads"
+                got = _returned_tensor(
+                    call_answer(llama_block, x.clone(), layer, attend), call, tuple(x.shape), "(positions, width)"
+                )
+                if _close(got, expected):
+                    continue
+                for hint, slip in _block_slips(x, layer, attend).items():
+                    if _close(got, slip):
+                        raise AssertionError(f"{call}: {hint}")
+            position = _first_difference(got, expected)
+            raise AssertionError(f"{call} differs from LlamaDecoderLayer, first at position {position}")
 
     return report("1.3", check)
 
