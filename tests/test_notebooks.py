@@ -53,6 +53,19 @@ def test_title_cell_conventions(path):
     assert REPO_URL.endswith(badge.group(1))
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_code_cell_is_over_20_lines(path):
+    code = [source(cell).splitlines() for cell in cells(path) if cell["cell_type"] == "code"]
+    long = [f"{lines[0]!r}: {len(lines)} lines" for lines in code if len(lines) > 20]
+    assert not long, f"split these cells (at most 20 lines each): {long}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_title_cell_links_once_to_what_every_notebook_shares(path):
+    links = re.findall(r"\]\(([^)]*README\.md[^)]*)\)", source(cells(path)[0]))
+    assert links == ["../README.md#how-the-notebooks-work"], links
+
+
 def setup_cells():
     return {path.name: source(cells(path)[1]) for path in NOTEBOOKS}
 
