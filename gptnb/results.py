@@ -87,6 +87,62 @@ def _difference(resampled: np.ndarray, difference: float, metric: str, level: fl
     return {"difference": difference, "low": low, "high": high, "includes_zero": low <= 0 <= high, "metric": metric}
 
 
+def _runs(n_tweets: int, *arrays) -> list[np.ndarray]:
+    """Each array of predictions as (runs x tweets), a 1-D one as one run, after checking that every run has one
+    prediction for each of the `n_tweets` tweets and that each array has at least one run."""
+    runs = [np.atleast_2d(np.asarray(a)) for a in arrays]
+    if not n_tweets or any(r.ndim != 2 or not len(r) for r in runs) or {r.shape[1] for r in runs} != {n_tweets}:
+        raise ValueError(
+            f"need runs of one prediction per tweet, the same {n_tweets} tweets in each: got shapes "
+            f"{', '.join(str(np.shape(a)) for a in arrays)}"
+        )
+    return runs
+
+
+def clustered_difference(
+    y_true, pred_a, pred_b, *, metric: str = "macro_f1", n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """mean metric(a) - mean metric(b) over several runs on the same tweets, with a cluster bootstrap interval.
+
+    `pred_a` and `pred_b` are (runs x tweets) arrays of predicted label ids: each row one run (a prompt with
+    other examples, say) on the tweets `y_true`, in the same order; they may have different numbers of rows, and
+    a 1-D array is one run. The difference is the mean of `metric` over a's runs minus that over b's. Each
+    resample draws TWEETS with replacement and keeps all of a tweet's runs together (a cluster bootstrap), so
+    the interval is that of these tweets: the runs of one tweet are not independent (a tweet that is hard under
+    one prompt is hard under the others), and resampling (run, tweet) rows as if they were would make the
+    interval too narrow. The interval does not cover drawing other runs (other examples). Returns
+    ``difference``, ``low``, ``high``, ``includes_zero`` and ``metric``, as `paired_difference`.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    y_true = np.asarray(y_true)
+    a, b = _runs(len(y_true), pred_a, pred_b)
+    rows = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
+    true = y_true[rows]
+
+    def resampled(runs):
+        return np.mean([_resampled_metric(metric, true, run[rows], np.union1d(y_true, run)) for run in runs], axis=0)
+
+    difference = float(np.mean([score(y_true, r)[metric] for r in a]) - np.mean([score(y_true, r)[metric] for r in b]))
+    return _difference(resampled(a) - resampled(b), difference, metric, level)
+
+
+def clustered_share_difference(
+    pred_a, pred_b, *, label: int = 1, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """share(a) - share(b) of answers `label` over several runs on the same tweets, with a cluster bootstrap
+    interval (as `clustered_difference`: `pred_a` and `pred_b` are (runs x tweets), each resample draws tweets
+    and keeps all of a tweet's runs together). E.g. the pull of the last example: a's rows are the tweets'
+    answers with the positive example last, one row per pair of examples; b's the same with the negative last.
+    ``metric`` is ``"share predicted label <label>"``.
+    """
+    pred_a = np.atleast_2d(np.asarray(pred_a))
+    a, b = (run == label for run in _runs(pred_a.shape[-1], pred_a, pred_b))
+    rows = np.random.default_rng(seed).integers(0, a.shape[1], size=(n_resamples, a.shape[1]))
+    resampled = a[:, rows].mean(axis=2).mean(axis=0) - b[:, rows].mean(axis=2).mean(axis=0)
+    return _difference(resampled, float(a.mean() - b.mean()), f"share predicted label {label}", level)
+
+
 def paired_difference(
     y_true, pred_a, pred_b, *, metric: str = "macro_f1", n_resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict:
@@ -95,21 +151,17 @@ def paired_difference(
     Each resample draws tweet indices with replacement and scores both systems on the SAME indices, so the
     interval is that of the difference itself: narrower than two separate intervals whenever the systems
     get the same tweets right. Returns ``difference``, ``low``, ``high``, ``includes_zero`` and ``metric``.
+    (`clustered_difference` with one run each; it takes several runs of each system on the same tweets.)
 
     Why not ``scipy.stats.bootstrap(paired=True, method="BCa")``: on the six cpu-profile comparisons of notebooks
     02, 04 and 05 its interval was within 0.006 of this percentile one, with the same verdict on 0 each time, but it
     is NaN when every resampled difference is the same (two systems that predict alike, as the tiny profile's
     random models often do), where this one is the exact [0, 0].
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     y_true, pred_a, pred_b = _checked(y_true, pred_a, pred_b)
-    rows = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
-    true = y_true[rows]
-    a = _resampled_metric(metric, true, pred_a[rows], np.union1d(y_true, pred_a))
-    b = _resampled_metric(metric, true, pred_b[rows], np.union1d(y_true, pred_b))
-    difference = score(y_true, pred_a)[metric] - score(y_true, pred_b)[metric]
-    return _difference(a - b, difference, metric, level)
+    return clustered_difference(
+        y_true, [pred_a], [pred_b], metric=metric, n_resamples=n_resamples, level=level, seed=seed
+    )
 
 
 def paired_share_difference(
@@ -119,12 +171,11 @@ def paired_share_difference(
     bootstrap interval (as `paired_difference`; ``metric`` is ``"share predicted label <label>"``).
 
     This measures a pull on the answers rather than their accuracy: e.g. how many more tweets are called
-    positive when the last example of the prompt is positive than when it is negative.
+    positive when the last example of the prompt is positive than when it is negative. (`clustered_share_difference`
+    with one run each.)
     """
-    pred_a, pred_b = (a == label for a in _checked(pred_a, pred_b))
-    rows = np.random.default_rng(seed).integers(0, len(pred_a), size=(n_resamples, len(pred_a)))
-    resampled = pred_a[rows].mean(axis=1) - pred_b[rows].mean(axis=1)
-    return _difference(resampled, float(pred_a.mean() - pred_b.mean()), f"share predicted label {label}", level)
+    pred_a, pred_b = _checked(pred_a, pred_b)
+    return clustered_share_difference([pred_a], [pred_b], label=label, n_resamples=n_resamples, level=level, seed=seed)
 
 
 def winner_stability(

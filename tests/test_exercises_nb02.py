@@ -202,6 +202,7 @@ def test_quizzes_have_one_right_choice_and_explain_every_choice(quiz):
     question, choices = quiz
     assert question.endswith("?") and sum(choice.correct for choice in choices) == 1
     assert all(choice.why for choice in choices)
+    assert not any("profile." in text for text in [question, *(c.text + c.why for c in choices)])  # words, not code
 
 
 def test_label_scores_in_bfloat16_passes_a_right_answer(capsys, tiny):
@@ -215,3 +216,21 @@ def test_label_scores_in_bfloat16_passes_a_right_answer(capsys, tiny):
     )
     passed, line = run(nb02.check_label_scores, lambda *args: label_scores(*args) - 1.0, half, tokenizer, capsys=capsys)
     assert not passed and "differ from the model's log-probabilities" in line, line
+
+
+def test_every_quiz_is_readable_in_the_markdown_above_it():
+    """A rendered notebook (GitHub, a static page) shows no widget: the question and choices are in the markdown."""
+    from pathlib import Path
+
+    import nbformat
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "02_prompting.ipynb"
+    cells = nbformat.read(notebook, as_version=4).cells
+    quizzes = {f"quiz(*nb02.{name});": getattr(nb02, name) for name in dir(nb02) if name.startswith("QUIZ_")}
+    shown = [i for i, c in enumerate(cells) if c.cell_type == "code" and c.source.strip() in quizzes]
+    assert len(shown) == len(quizzes) == 3
+    for index in shown:
+        question, choices = quizzes[cells[index].source.strip()]
+        above = cells[index - 1]
+        assert above.cell_type == "markdown" and question in above.source, cells[index].source
+        assert all(f"- {choice.text}" in above.source for choice in choices), cells[index].source

@@ -186,3 +186,53 @@ def test_winner_stability_tells_a_clear_winner_from_a_noisy_one():
     assert noisy["wins"]["near"] > 0.2 and noisy["wins"]["b"] < 0.05
     with pytest.raises(ValueError, match="unknown metric"):
         results.winner_stability(truth, {"a": a}, metric="f1")
+
+
+def _width(d: dict) -> float:
+    return d["high"] - d["low"]
+
+
+def test_clustered_share_difference_resamples_tweets_not_runs():
+    """Three runs (pairs of examples) that answer every tweet alike carry the information of one run: the cluster
+    interval is that of one run, about sqrt(3) times wider than resampling the 3 x 200 (run, tweet) rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    runs_a, runs_b = np.stack([a] * 3), np.stack([b] * 3)
+    clustered = results.clustered_share_difference(runs_a, runs_b)
+    one_run = results.paired_share_difference(a, b)
+    assert (clustered["low"], clustered["high"]) == pytest.approx((one_run["low"], one_run["high"]))  # same draws
+    assert clustered["difference"] == pytest.approx(a.mean() - b.mean())
+    naive = results.paired_share_difference(runs_a.ravel(), runs_b.ravel())  # (run, tweet) rows as if independent
+    assert _width(clustered) > 1.5 * _width(naive)
+    independent_a, independent_b = rng.random((3, 200)) < 0.6, rng.random((3, 200)) < 0.4  # runs that share nothing
+    ratio = _width(results.clustered_share_difference(independent_a, independent_b)) / _width(
+        results.paired_share_difference(independent_a.ravel(), independent_b.ravel())
+    )
+    assert 0.8 < ratio < 1.25  # then there is nothing to cluster: as wide as the naive interval
+    uneven = results.clustered_share_difference(runs_a[:2], runs_b)  # 2 runs against 3: the share of all answers
+    assert uneven["difference"] == pytest.approx(a.mean() - b.mean()) and uneven["metric"] == "share predicted label 1"
+
+
+def test_clustered_difference_averages_runs_and_resamples_tweets():
+    import numpy as np
+
+    truth, a, b = _two_systems()
+    one = results.clustered_difference(truth, a, b, metric="accuracy")
+    assert one == results.paired_difference(truth, a, b, metric="accuracy")  # one run each: the paired interval
+    flipped = a.copy()
+    flipped[:10] = 1 - flipped[:10]
+    d = results.clustered_difference(truth, np.stack([a, flipped]), b)  # two draws of a against one b
+    expected = (results.score(truth, a)["macro_f1"] + results.score(truth, flipped)["macro_f1"]) / 2
+    assert d["difference"] == pytest.approx(expected - results.score(truth, b)["macro_f1"])
+    assert d["low"] < d["difference"] < d["high"] and d["metric"] == "macro_f1"
+    alike = results.clustered_difference(truth, np.stack([a] * 4), np.stack([b] * 4))
+    paired = results.paired_difference(truth, a, b)
+    assert (alike["low"], alike["high"]) == pytest.approx((paired["low"], paired["high"]))  # 4 alike runs are one
+    naive = results.paired_difference(np.tile(truth, 4), np.tile(a, 4), np.tile(b, 4))
+    assert _width(alike) > 1.5 * _width(naive)
+    with pytest.raises(ValueError, match="the same 3 tweets"):
+        results.clustered_difference([0, 1, 1], [[0, 1, 1], [0, 1, 0]], [0, 1])
+    with pytest.raises(ValueError, match="unknown metric"):
+        results.clustered_difference([0, 1], [0, 1], [1, 0], metric="f1")

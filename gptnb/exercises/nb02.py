@@ -265,8 +265,8 @@ QUIZ_VALIDATION = (
         Choice(
             "The validation split is larger, so it is more accurate",
             False,
-            "It is not larger here: each variant is scored on only profile.n_sweep validation tweets, which is why "
-            "the choice itself is noisy.",
+            "It is not larger here: each variant is scored on only the validation tweets of the sweep "
+            "(section 5 prints how many), fewer than the test split has, which is why the choice itself is noisy.",
         ),
         Choice(
             "It makes no difference: the test tweets are new to the model either way",
@@ -303,9 +303,11 @@ QUIZ_CALIBRATION = (
             "content-free prior first.",
         ),
         Choice(
-            "It cannot tell without the tweet's text",
+            "positive: calibration changes how confident an answer is, never the answer",
             False,
-            "Calibration only needs the two distributions: it never looks at the text again.",
+            "That holds for temperature scaling, which divides every label's logit by the same number. Contextual "
+            "calibration divides each label's probability by its own content-free prior, so it can change the "
+            "answer: here 1.5 > 0.875.",
         ),
     ],
 )
