@@ -27,7 +27,7 @@ def attention_map(weights, tokens, title: str = "Causal attention", ax=None):
     Row i is the token at position i looking back; column j the token it may attend to.
     """
     weights = np.asarray(weights, dtype=float)
-    ax = ax or plt.subplots(figsize=(1.0 + 0.7 * len(tokens), 0.6 + 0.6 * len(tokens)))[1]
+    ax = ax or plt.subplots(figsize=(1.0 + 0.7 * len(tokens), 0.6 + 0.6 * len(tokens)), layout="constrained")[1]
     image = ax.imshow(weights, cmap="Blues", vmin=0, vmax=max(1.0, weights.max()))
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     labels = [repr(token)[1:-1] for token in tokens]  # show spaces and newlines
@@ -74,7 +74,7 @@ def family_sizes(table, ax=None):
 
 def token_probabilities(table, title: str = "Next-token probabilities", ax=None):
     """Horizontal bars of the most likely next tokens; `table` has columns token and probability."""
-    ax = ax or plt.subplots(figsize=(7, 0.5 + 0.35 * len(table)))[1]
+    ax = ax or plt.subplots(figsize=(7, 0.5 + 0.35 * len(table)), layout="constrained")[1]
     labels = [repr(token)[1:-1] for token in table["token"]]  # show leading spaces and newlines
     ax.barh(range(len(table)), table["probability"], color="tab:blue")
     ax.set_yticks(range(len(table)), labels)
@@ -290,7 +290,7 @@ def grouped_bars(
 
 def token_lengths(lengths, max_length: int | None = None, title: str = "Tokens per training example", ax=None):
     """Histogram of tokens per example, with the truncation length marked when given."""
-    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    ax = ax or plt.subplots(figsize=(7, 3.5), layout="constrained")[1]
     ax.hist(lengths, bins=30, color="tab:blue")
     if max_length:
         ax.axvline(max_length, color="tab:red", linestyle="--", label=f"max_length = {max_length}")
@@ -303,7 +303,7 @@ def token_lengths(lengths, max_length: int | None = None, title: str = "Tokens p
 
 def loss_curves(log_history, label: str = "", ax=None):
     """Training loss per logged step and validation loss per epoch, from a `transformers.Trainer` log."""
-    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    ax = ax or plt.subplots(figsize=(7, 4), layout="constrained")[1]
     train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
     evals = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
     prefix = f"{label}: " if label else ""
@@ -332,7 +332,7 @@ def confusion_matrix(y_true, y_pred, labels, title: str = "Confusion matrix", ax
     counts = np.zeros((len(labels), len(names)), dtype=int)
     for truth, predicted in zip(y_true, y_pred):
         counts[truth, index[predicted]] += 1
-    ax = ax or plt.subplots(figsize=(1.5 + 1.1 * len(names), 1.2 + 1.0 * len(labels)))[1]
+    ax = ax or plt.subplots(figsize=(1.5 + 1.1 * len(names), 1.2 + 1.0 * len(labels)), layout="constrained")[1]
     ax.imshow(counts, cmap="Blues")
     for (row, col), value in np.ndenumerate(counts):
         ax.text(
@@ -342,7 +342,7 @@ def confusion_matrix(y_true, y_pred, labels, title: str = "Confusion matrix", ax
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
-    ax.set_title(title)
+    fit_title(ax, title)  # notebook 05's title carries the fine-tuned model's long id
     return ax
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))  # notebook_reader
+sys.path.insert(0, str(Path(__file__).parent))  # notebook_reader, math_svg
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("GPTNB_PROFILE", "cpu")
@@ -25,10 +25,16 @@ root_doc = "README"
 include_patterns = ["README.md", "notebooks/[0-9][0-9]_*.ipynb"]
 exclude_patterns = [".git", ".venv*", "build", "**/.ipynb_checkpoints", "notebooks/outputs"]
 
-extensions = ["myst_nb"]
+extensions = ["myst_nb", "math_svg"]
+html_math_renderer = "mathtext"  # formulas drawn at build time (math_svg.py): no MathJax from a CDN
 myst_heading_anchors = 3  # GitHub's heading anchors: ../README.md#how-the-notebooks-work
 myst_enable_extensions = ["dollarmath"]
-suppress_warnings = ["mystnb.unknown_mime_type"]  # the quizzes' widgets: their text form is shown
+# Widgets need a kernel (a quiz's buttons run Python), so no page loads a script (from a CDN: myst-nb's default
+# nb_ipywidgets_js, require.js and @jupyter-widgets/html-manager) to draw them. A widget's output shows its static form
+# where it has one, a quiz's HTML (gptnb.exercises.quiz_html: each choice opens to say why); else nothing (an inert
+# widget tag), not its text form, which is how it started (a progress bar at 0 %, or "VBox(children=...").
+nb_mime_priority_overrides = [("*", "application/vnd.jupyter.widget-view+json", 95)]  # text/html 30, text/plain 100
+nb_ipywidgets_js = {}
 
 nb_custom_formats = {".ipynb": "notebook_reader.read"}  # collapsed answer cells stay collapsed
 nb_execution_mode = "cache"

@@ -11,9 +11,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 import pytest
+
+from gptnb.exercises import Choice, quiz, quiz_html
 
 pytest.importorskip("myst_nb", reason="make site's tools are the site extra (pip install -e '.[site]')")
 
@@ -118,3 +121,53 @@ def test_reference_answers_stay_collapsed(site):
     assert answers, "no answer cell on the page"
     for at in answers:
         assert html.rfind("<details", 0, at) > html.rfind("</details>", 0, at), "a reference answer is shown open"
+
+
+def test_quizzes_show_each_choice_with_why_without_a_kernel(site):
+    from gptnb.exercises import nb02
+
+    html = page(site, "notebooks/02_prompting.html")
+    for question, choices in (nb02.QUIZ_ONE_PROMPT, nb02.QUIZ_CALIBRATION, nb02.QUIZ_VALIDATION):
+        assert quiz_html(question, choices) in html, question
+    assert "VBox(children=" not in html, "a quiz is shown as its widget's text"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_widgets_without_a_static_form_leave_no_text(site, path):
+    html = page(site, f"notebooks/{path.stem}.html")
+    for text in ("VBox(children=", "HBox(children=", "interactive(children=", "&lt;?, ?it/s]"):
+        assert text not in html, f"a widget shows its text: {text}"
+
+
+def test_no_page_loads_a_script_from_the_internet(site):
+    for path in site[0].rglob("*.html"):
+        html = path.read_text()
+        sources = re.findall(r"<script[^>]*\ssrc=[\"']([^\"']+)", html)
+        assert not [source for source in sources if re.match(r"(https?:)?//", source)], path.name
+        assert "cdnjs" not in html and "jsdelivr" not in html, path.name
+
+
+def test_formulas_are_images_drawn_at_build_time(site):
+    html = page(site, "notebooks/01_gpt_family.html")
+    images = re.findall(r'<img class="math" src="([^"]+)" alt="([^"]*)"', html)
+    assert len(images) > 10 and any("softmax" in tex for _, tex in images), images
+    for source, tex in images:
+        assert (site[0] / "notebooks" / source).resolve().is_file(), tex
+    assert '<code class="math">' not in html, "mathtext could not draw a formula"
+
+
+def test_a_quizs_html_names_each_choice_right_or_not_with_why_escaped():
+    choices = [Choice("<b>", False, "a tag & more"), Choice('"quoted"', True, "it's right")]
+    shown = quiz_html("Is 1 < 2?", choices)
+    assert "<b>Is 1 &lt; 2?</b>" in shown
+    assert "<details><summary>&lt;b&gt;</summary><b>Not quite.</b> a tag &amp; more</details>" in shown
+    assert "<details><summary>&quot;quoted&quot;</summary><b>Right.</b> it&#x27;s right</details>" in shown
+
+
+def test_the_quiz_keeps_its_widget_for_jupyterlab_and_adds_the_html():
+    choices = [Choice("yes", True, "so"), Choice("no", False, "not so")]
+    with mock.patch("IPython.display.display") as display:
+        quiz("Q?", choices)
+    (bundle,), options = display.call_args
+    assert options == {"raw": True} and "model_id" in bundle["application/vnd.jupyter.widget-view+json"]
+    assert bundle["text/html"] == quiz_html("Q?", choices) and bundle["text/plain"].startswith("VBox(")

@@ -92,11 +92,23 @@ class Choice:
     why: str
 
 
+def quiz_html(question: str, choices: list[Choice]) -> str:
+    """The quiz as static HTML, for pages without a kernel (the course site): the question, then each choice as a
+    ``<details>`` that opens to say whether it is right and why."""
+    answers = "".join(
+        f"<details><summary>{html.escape(choice.text)}</summary>"
+        f"<b>{'Right.' if choice.correct else 'Not quite.'}</b> {html.escape(choice.why)}</details>"
+        for choice in choices
+    )
+    return f"<div class='gptnb-quiz'><p><b>{html.escape(question)}</b></p>{answers}</div>"
+
+
 def quiz(question: str, choices: list[Choice]):
     """A multiple-choice question: click a choice to be told whether it is right and why.
 
-    Renders with ipywidgets (JupyterLab, Colab, VS Code); without a front end (nbval, nbconvert) the
-    widget's text form lists the question and its choices. Returns the widget.
+    Renders with ipywidgets (JupyterLab, Colab, VS Code: the widget's mime type outranks HTML there). Beside the
+    widget's own mime types the output holds `quiz_html`'s static form, which a page without a kernel shows (the
+    course site, site/conf.py), where the widget's callbacks could not run. Returns the widget.
     """
     import ipywidgets as widgets
     from IPython.display import display
@@ -116,5 +128,5 @@ def quiz(question: str, choices: list[Choice]):
         button.on_click(show)
         buttons.append(button)
     box = widgets.VBox([widgets.HTML(f"<b>{html.escape(question)}</b>"), *buttons, feedback])
-    display(box)
+    display({**box._repr_mimebundle_(), "text/html": quiz_html(question, choices)}, raw=True)
     return box
