@@ -205,8 +205,14 @@ def winner_stability(
 
 def format_difference(d: dict) -> str:
     """``+0.112 [+0.061, +0.160]``: a paired difference with its interval, and `` — includes 0`` when it does."""
-    text = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    text = f"{_signed(d['difference'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
     return text + (" — includes 0" if d["includes_zero"] else "")
+
+
+def _signed(value: float) -> str:
+    """``+0.112``, ``-0.040``; a value that rounds to zero is ``0.000``, never ``-0.000``."""
+    text = f"{value:+.3f}"
+    return "0.000" if text in ("+0.000", "-0.000") else text
 
 
 def verdict(d: dict, a: str, b: str) -> str:

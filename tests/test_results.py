@@ -236,3 +236,8 @@ def test_clustered_difference_averages_runs_and_resamples_tweets():
         results.clustered_difference([0, 1, 1], [[0, 1, 1], [0, 1, 0]], [0, 1])
     with pytest.raises(ValueError, match="unknown metric"):
         results.clustered_difference([0, 1], [0, 1], [1, 0], metric="f1")
+
+
+def test_a_difference_that_rounds_to_zero_is_not_printed_negative():
+    d = {"difference": -1e-9, "low": -0.0123, "high": 0.0004, "includes_zero": True}
+    assert results.format_difference(d) == "0.000 [-0.012, 0.000] — includes 0"
