@@ -80,7 +80,9 @@ def mixed_precision(device: torch.device | str | None, weights: torch.dtype) -> 
     with native bf16, ``{"fp16": True}`` (autocast plus a loss scaler) on older GPUs, ``{}`` elsewhere
     or when the weights are already in half precision. Under `GPTNB_DTYPE` the flag follows the forced dtype
     on any device (``bfloat16``: bf16 autocast, on a CPU too; ``float16``: fp16 autocast; ``float32``: none);
-    off CUDA the dict then also holds ``use_cpu``, which the Trainer needs before it autocasts on a CPU."""
+    off CUDA the dict then also holds ``use_cpu``, which the Trainer needs before it autocasts on a CPU. On a CPU
+    ``fp16`` alone autocasts nothing (accelerate keeps fp16 mixed precision for accelerators):
+    `gptnb.finetune.fp16_autocast_on_cpu` adds the autocast and the loss scaler to the Trainers gptnb runs."""
     device = torch.device(device or pick_device())
     forced = forced_dtype()
     if forced is not None:

@@ -203,11 +203,28 @@ def train_measured(trainer: Trainer, device: torch.device, progress: bool) -> tu
     """Run `trainer`; return its training seconds (without evaluations), peak memory (GiB) and padding share."""
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log entry when bars are off
+    fp16_autocast_on_cpu(trainer)
     started = time.perf_counter()
     with PeakMemory(device) as peak, padding_safe_attention(device):
         trainer.train()
     evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
     return time.perf_counter() - started - evaluating, peak.gib, padding_share(trainer.get_train_dataloader())
+
+
+def fp16_autocast_on_cpu(trainer: Trainer) -> None:
+    """Give a CPU `trainer` with ``fp16=True`` (``GPTNB_DTYPE=float16``) what a T4 gets: fp16 autocast, a loss scaler.
+
+    accelerate turns fp16 mixed precision on only off the CPU (`Accelerator.__init__` leaves ``native_amp`` off and
+    ``scaler`` None when the device is ``cpu``), so ``fp16=True, use_cpu=True`` alone trains in plain fp32, silently
+    (seen with accelerate 1.16: every linear layer's output float32, autocast off). torch autocasts to float16 on a
+    CPU and has a CPU `torch.amp.GradScaler`, so this switches both on before `Trainer.train` prepares the model
+    (which then runs its forward under autocast) and the optimizer (which steps through the scaler). Elsewhere it
+    changes nothing. A Trainer built by hand (notebook 04's section 7) does not pass here and stays fp32 on a CPU.
+    """
+    accelerator = trainer.accelerator
+    if trainer.args.fp16 and accelerator.device.type == "cpu" and not accelerator.native_amp:
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu")
 
 
 def training_arguments(

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -330,3 +332,33 @@ def test_trains_in_bf16_on_left_padded_batches_with_pad_first_rows(monkeypatch, 
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         optimizer.step()
         optimizer.zero_grad()
+
+
+@pytest.mark.parametrize("lora_rank", [None, 4])
+def test_finetune_trains_in_fp16_autocast_with_a_loss_scaler_on_cpu(monkeypatch, lora_rank):
+    """What a T4 runs (fp32 weights, fp16 autocast, the Trainer's ``fp16=True`` with a GradScaler), on a CPU, through
+    `gptnb.finetune` (every weight, or LoRA adapters) on left-padded batches with pad-first rows: every linear layer
+    computes in float16, every optimizer step goes through the scaler, the weights stay float32 and every logged
+    loss is finite. Without `gptnb.finetune.fp16_autocast_on_cpu` the layers compute in float32 and no scaler runs."""
+    import gptnb
+    from gptnb.collate import CompletionCollator, encode_pairs
+    from gptnb.finetune import finetune
+
+    monkeypatch.setenv("GPTNB_DTYPE", "float16")
+    model, tokenizer = gptnb.load_model("tiny-gpt2", device="cpu", training=True)
+    assert model.dtype == torch.float32
+    batch = CompletionCollator(tokenizer.pad_token_id, "completion")(encode_pairs(tokenizer, PAIRS, 64))
+    assert (batch["attention_mask"][1:, :3] == 0).all()  # the batches finetune makes of PAIRS, in order
+    computed_in, scaler_updates = set(), []
+    for module in model.modules():
+        if type(module).__name__ in ("Linear", "Conv1D"):
+            module.register_forward_hook(lambda module, inputs, output: computed_in.add(output.dtype))
+    update = torch.amp.GradScaler.update
+    monkeypatch.setattr(torch.amp.GradScaler, "update", lambda self, *a: scaler_updates.append(update(self, *a)))
+    result = finetune(model, tokenizer, PAIRS * 4, epochs=1, batch_size=3, group_by_length=False, progress=False,
+                      lora_rank=lora_rank)  # fmt: skip
+    assert computed_in == {torch.float16}
+    assert len(scaler_updates) == result.details["steps"] == 4
+    assert result.model.dtype == torch.float32
+    losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
+    assert losses and all(math.isfinite(loss) for loss in losses), losses
