@@ -2,7 +2,9 @@
 SmolLM2 block) and quizzes.
 
 Every check compares the learner's function with the library: transformers' `LlamaAttention` and
-`LlamaDecoderLayer` on random layers, and a model built on the meta device.
+`LlamaDecoderLayer` on random layers, and a model built on the meta device. Over 300 lines: each check carries
+the slips it names (a reference computed each wrong way), and the quizzes' texts sit beside them, one module per
+notebook as for the other notebooks.
 """
 
 from __future__ import annotations
