@@ -12,7 +12,10 @@ Measured (``--model smollm2-135m --clients 16 --samples 3``, OMP_NUM_THREADS=1, 
 load 1.0-1.1): gptnb 60.1 tokens/s (samples 60.1, 55.4, 64.0), transformers 5.24 ``serve --continuous-batching`` 43.1
 (41.0, 43.1, 45.2): 1.39x of the medians, 1.28x-1.47x pair by pair; below the 1.5x goal. After batched prefill
 (`decode.prefill_together`), the same command: 55.6 (55.5, 61.0, 55.6) vs 46.7 (46.7, 43.5, 47.8), 1.19x; the
-README has the before/after pairs of gptnb alone.
+README has the before/after pairs of gptnb alone. On 2026-12-08, idle cores (load 0.9-2.0), the same command with
+OMP_NUM_THREADS=2 (each server on both cores, torch's default here): gptnb 96.7 (104.6, 96.7, 81.5) vs 57.1 (62.4,
+57.1, 56.0), 1.70x (1.46x-1.70x pair by pair), the goal met; right after, with OMP_NUM_THREADS=1: 86.7 (89.2, 86.7,
+68.9) vs 58.9 (61.1, 52.2, 58.9), 1.47x (1.17x-1.66x), just short of it.
 
 ``--in-process`` instead measures the engine alone: `batching.Batcher` with 1, 4 and 16 concurrent requests
 against the same requests run one after the other through `engine.generate`.
