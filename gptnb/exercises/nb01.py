@@ -36,7 +36,7 @@ def _first_difference(got: torch.Tensor, expected: torch.Tensor) -> int:
     return int((~(got - expected).abs().le(1e-5)).any(dim=-1).nonzero()[0])
 
 
-def tiny_llama_layer(n_head: int, n_kv_head: int, seed: int):
+def _tiny_llama_layer(n_head: int, n_kv_head: int, seed: int):
     """The first block of a random one-layer Llama (SmolLM2's architecture) with `n_head` query heads of size 8
     sharing `n_kv_head` key/value heads, and its rotary-position module."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -53,10 +53,11 @@ def tiny_llama_layer(n_head: int, n_kv_head: int, seed: int):
         rms_norm_eps=1e-2,  # large enough that leaving it out shows
         attn_implementation="eager",
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    for norm in (model.model.layers[0].input_layernorm, model.model.layers[0].post_attention_layernorm):
-        torch.nn.init.normal_(norm.weight, 1.0, 0.5)  # a scale that is not all ones, so that it must be applied
+    with torch.random.fork_rng(devices=[]):  # the learner's own random state stays as it was
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+        for norm in (model.model.layers[0].input_layernorm, model.model.layers[0].post_attention_layernorm):
+            torch.nn.init.normal_(norm.weight, 1.0, 0.5)  # a scale that is not all ones, so that it must be applied
     return model.model.layers[0], model.model.rotary_emb
 
 
@@ -88,7 +89,7 @@ def check_grouped_query_attention(grouped_query_attention) -> bool:
 
     def check():
         for n_head, n_kv_head in ((6, 2), (4, 1), (2, 2)):
-            layer, _ = tiny_llama_layer(n_head, n_kv_head, seed=n_head)
+            layer, _ = _tiny_llama_layer(n_head, n_kv_head, seed=n_head)
             attn, h = layer.self_attn, torch.randn(5, 8 * n_head, generator=torch.Generator().manual_seed(1))
             no_rotation = (torch.ones(1, 5, 8), torch.zeros(1, 5, 8))  # cos 1, sin 0: each vector stays as it is
             with torch.no_grad():
@@ -116,10 +117,6 @@ def check_grouped_query_attention(grouped_query_attention) -> bool:
     return report("1.1", check)
 
 
-def _rms_norm(x, norm):
-    return norm.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-
-
 def _block_slips(x, layer, attend) -> dict[str, torch.Tensor]:
     """What common slips in a Llama block give, each with its hint."""
     mlp, first, second = layer.mlp, layer.input_layernorm, layer.post_attention_layernorm
@@ -129,7 +126,10 @@ def _block_slips(x, layer, attend) -> dict[str, torch.Tensor]:
         gate, up = (up, gate) if gate_on_up else (gate, up)
         return (act(gate) * up) @ mlp.down_proj.weight.T
 
-    def block(norm=_rms_norm, act=F.silu, gate_on_up=False, residual=True):
+    def rms_norm(t, norm):
+        return norm(t)  # the library's LlamaRMSNorm
+
+    def block(norm=rms_norm, act=F.silu, gate_on_up=False, residual=True):
         after = attend(norm(x, first)) + (x if residual else 0)
         return swiglu(norm(after, second), act, gate_on_up) + (after if residual else 0)
 
@@ -142,7 +142,7 @@ def _block_slips(x, layer, attend) -> dict[str, torch.Tensor]:
     def no_eps(t, norm):
         return norm.weight * t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True))
 
-    post_norm = _rms_norm(x + attend(x), first)  # the original Transformer's order: norm after each residual
+    post_norm = first(x + attend(x))  # the original Transformer's order: norm after each residual
     return {
         "add each sublayer's output to its input (the residual): x = x + attention(...), then x = x + mlp(...)": block(
             residual=False
@@ -154,9 +154,7 @@ def _block_slips(x, layer, attend) -> dict[str, torch.Tensor]:
         "eps goes inside the square root: rsqrt(mean(x**2) + eps)": block(no_eps),
         "the SiLU goes on gate_proj's output, which then multiplies up_proj's": block(gate_on_up=True),
         "SwiGLU uses SiLU (x * sigmoid(x)), not GELU": block(act=F.gelu),
-        "normalise before each sublayer, not after (pre-norm: x + f(norm(x)))": _rms_norm(
-            post_norm + swiglu(post_norm), second
-        ),
+        "normalise before each sublayer, not after (pre-norm: x + f(norm(x)))": second(post_norm + swiglu(post_norm)),
     }
 
 
@@ -167,7 +165,7 @@ def check_llama_block(llama_block) -> bool:
 
     def check():
         for n_head, n_kv_head, seed in ((6, 2, 3), (4, 4, 4)):
-            layer, rotary = tiny_llama_layer(n_head, n_kv_head, seed)
+            layer, rotary = _tiny_llama_layer(n_head, n_kv_head, seed)
             x = 0.5 + torch.randn(5, 8 * n_head, generator=torch.Generator().manual_seed(seed))  # mean not zero
             rotation = rotary(x[None], torch.arange(5)[None])
 
