@@ -71,9 +71,12 @@ test-fast: install
 # server) and fp32 weights with fp16 autocast and a loss scaler for 05's fine-tuning job (accelerate alone autocasts
 # nothing in fp16 on a CPU; gptnb.finetune.fp16_autocast_on_cpu adds both). Not 04 in fp16: it has no fp16
 # inference (it loads fp32 weights and scores with them, on a T4 too); its fp16 part, autocast training through
-# gptnb.finetune, is in tests/test_device.py; and it costs 183 s a pass here (39 s in fp32: its whole-sequence
-# fine-tune takes 120-139 s in emulated bf16/fp16 on a CPU without native half precision, 11 s in fp32).
-# Measured 2026-12-08, 2 AMD EPYC cores, load ~1: 301 s + 120 s (an fp16 pass with 04 in it: 302 s).
+# gptnb.finetune, is in tests/test_device.py. Time: half-precision matrix products are 2.5-9x slower than fp32 on a
+# CPU without bf16 units (AVX2 only), which made 04's whole-sequence fine-tune the stage's largest part; the tiny
+# profile's 64 training tweets (8 steps for each of 04's fine-tunes) keep the stage within the 6 minutes it may add to CI there.
+# Measured 2026-12-08, 2 idle AMD EPYC cores: with AVX-512 bf16, 66 s + 64 s; with torch held to AVX2 code
+# (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as a CPU without bf16 units runs), 137 s + 69 s, where 160
+# training tweets took 195 s + 81 s (and 301 s + 120 s on a slower AVX2-only EPYC at load ~1).
 test-bf16: install
 	GPTNB_DTYPE=bfloat16 GPTNB_PROFILE=tiny $(PYTEST_NB) $(NOTEBOOKS)
 	GPTNB_DTYPE=float16 GPTNB_PROFILE=tiny $(PYTEST_NB) $(filter-out notebooks/04_%,$(NOTEBOOKS))
