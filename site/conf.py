@@ -7,8 +7,11 @@ per profile under ``GPTNB_SITE_CACHE``: a notebook whose source has not changed 
 """
 
 import os
+import re
 import sys
 from pathlib import Path
+
+from docutils import nodes
 
 sys.path.insert(0, str(Path(__file__).parent))  # notebook_reader, math_svg
 
@@ -61,5 +64,15 @@ def add_notebooks_to_toc(app, docname, source):
         source[0] += "\n\n```{toctree}\n:hidden:\n:maxdepth: 1\n\n" + "\n".join(NOTEBOOKS) + "\n```\n"
 
 
+def images_from_the_internet_as_text(app, doctree):
+    """An image that a page would fetch from the internet (the "Open in Colab" badges) becomes its alt text, in its
+    link: offline the page shows a working link instead of a broken image."""
+    for image in list(doctree.findall(nodes.image)):
+        if re.match(r"(https?:)?//", image["uri"]):
+            text = nodes.Text(image.get("alt", ""))
+            image.replace_self(text if isinstance(image.parent, nodes.TextElement) else nodes.paragraph("", "", text))
+
+
 def setup(app):
     app.connect("source-read", add_notebooks_to_toc)
+    app.connect("doctree-read", images_from_the_internet_as_text)

@@ -147,6 +147,15 @@ def test_no_page_loads_a_script_from_the_internet(site):
         assert "cdnjs" not in html and "jsdelivr" not in html, path.name
 
 
+def test_no_page_loads_an_image_from_the_internet_and_the_colab_links_stay(site):
+    for path in site[0].rglob("*.html"):
+        sources = re.findall(r"<img[^>]*\ssrc=[\"']([^\"']+)", path.read_text())
+        assert not [source for source in sources if re.match(r"(https?:)?//", source)], path.name
+    colab = r'<a class="reference external" href="https://colab\.research\.google\.com/[^"]+01_gpt_family\.ipynb"[^>]*>'
+    for name in ("README.html", "notebooks/01_gpt_family.html"):
+        assert re.search(colab + r"Open In Colab</a>", page(site, name)), name
+
+
 def test_formulas_are_images_drawn_at_build_time(site):
     html = page(site, "notebooks/01_gpt_family.html")
     images = re.findall(r'<img class="math" src="([^"]+)" alt="([^"]*)"', html)
