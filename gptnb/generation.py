@@ -6,6 +6,8 @@ notebook; this module holds what the notebook repeats.
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import torch
 
@@ -87,15 +89,20 @@ def top_tokens(tokenizer, probabilities: torch.Tensor, k: int = 10) -> pd.DataFr
 
 
 def playground(model, tokenizer, prompt: str = "The meaning of life is", max_new_tokens: int = 30):
-    """An ipywidgets form (prompt, strategy, temperature, top-k, top-p, repetition penalty, length) that
-    prints the continuation; it runs once with its defaults, so it also works headless."""
+    """An ipywidgets form (prompt, strategy, temperature, top-k, top-p, repetition penalty, length) that prints the
+    continuation. It runs once with its defaults, so it also works headless; its output also holds that first
+    continuation as `playground_html`, which a page without a kernel (the course site) shows instead of the form."""
     import ipywidgets as widgets
+    from IPython.display import display
+
+    written = []
 
     def show(prompt, strategy, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         kwargs = decoding_kwargs(strategy, temperature, top_k, top_p, repetition_penalty)
-        print(prompt + generate_text(model, tokenizer, prompt, max_new_tokens, **kwargs)[0])
+        written.append(prompt + generate_text(model, tokenizer, prompt, max_new_tokens, **kwargs)[0])
+        print(written[-1])
 
-    return widgets.interact(
+    form = widgets.interactive(
         show,
         prompt=widgets.Textarea(value=prompt, continuous_update=False, layout=widgets.Layout(width="90%")),
         strategy=widgets.Dropdown(options=STRATEGIES, value="sampling"),
@@ -104,4 +111,17 @@ def playground(model, tokenizer, prompt: str = "The meaning of life is", max_new
         top_p=widgets.FloatSlider(value=0.95, min=0.05, max=1.0, step=0.05, continuous_update=False),
         repetition_penalty=widgets.FloatSlider(value=1.0, min=1.0, max=2.0, step=0.05, continuous_update=False),
         max_new_tokens=widgets.IntSlider(value=max_new_tokens, min=1, max=200, continuous_update=False),
+    )
+    settings = {name: value for name, value in form.kwargs.items() if name != "prompt"}
+    display({**form._repr_mimebundle_(), "text/html": playground_html(written[0], settings)}, raw=True)
+    return form
+
+
+def playground_html(text: str, settings: dict) -> str:
+    """The playground's static form: what it wrote with `settings`, and that changing them needs a running notebook."""
+    used = ", ".join(f"{name}={value}" for name, value in settings.items())
+    return (
+        '<div class="gptnb-playground"><p><b>Playground.</b> Its settings change in a running notebook (JupyterLab or '
+        f"Colab). With {html.escape(used)} it wrote:</p>"
+        f'<pre style="white-space: pre-wrap">{html.escape(text)}</pre></div>'
     )

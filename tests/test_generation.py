@@ -1,11 +1,22 @@
 """gptnb.generation: presets are valid generate arguments, batched generation equals one-by-one."""
 
+import html
+from unittest import mock
+
 import pytest
 import torch
 from transformers import GenerationConfig
 
 import gptnb
-from gptnb.generation import PRESETS, STRATEGIES, decoding_kwargs, generate_text, playground, top_tokens
+from gptnb.generation import (
+    PRESETS,
+    STRATEGIES,
+    decoding_kwargs,
+    generate_text,
+    playground,
+    playground_html,
+    top_tokens,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +85,16 @@ def test_playground_runs_headless(tiny, capsys):
     playground(model, tokenizer, prompt="Hi", max_new_tokens=2)
     lines = capsys.readouterr().out.replace("\r", "\n").splitlines()
     assert any(line.startswith("Hi") and len(line) > 2 for line in lines), lines  # prompt + continuation printed
+
+
+def test_the_playground_keeps_its_widget_and_adds_what_it_wrote_as_html(tiny, capsys):
+    model, tokenizer = tiny
+    with mock.patch("IPython.display.display") as display:
+        form = playground(model, tokenizer, prompt="<Hi>", max_new_tokens=2)
+    (bundle,), options = display.call_args
+    written = capsys.readouterr().out.rsplit("\r", 1)[-1].removesuffix("\n")  # after clear_output's escapes
+    settings = {name: value for name, value in form.kwargs.items() if name != "prompt"}
+    assert options == {"raw": True} and "model_id" in bundle["application/vnd.jupyter.widget-view+json"]
+    assert written.startswith("<Hi>") and bundle["text/html"] == playground_html(written, settings)
+    assert f">{html.escape(written)}</pre>" in bundle["text/html"]
+    assert "strategy=sampling, temperature=0.8" in bundle["text/html"]

@@ -132,6 +132,11 @@ def test_quizzes_show_each_choice_with_why_without_a_kernel(site):
     assert "VBox(children=" not in html, "a quiz is shown as its widget's text"
 
 
+def test_the_playground_shows_what_it_wrote_without_a_kernel(site):
+    html = page(site, "notebooks/03_generation.html")
+    assert re.search(r'<div class="gptnb-playground"><p><b>Playground\.</b>.*?<pre[^>]*>\S.*?</pre></div>', html, re.S)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_widgets_without_a_static_form_leave_no_text(site, path):
     html = page(site, f"notebooks/{path.stem}.html")
