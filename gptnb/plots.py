@@ -288,6 +288,17 @@ def grouped_bars(
     return ax
 
 
+def accuracy_and_share(table, title: str, xlabel: str, gold_share: float):
+    """Notebook 02's two panels for one prompt change, a row of `table` per variant: accuracy, then the share of
+    tweets predicted positive beside `gold_share`, each plain and calibrated (`grouped_bars`). Returns the figure."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    accuracy, share = "accuracy on the validation tweets", "share of tweets predicted positive"
+    grouped_bars(table, ["accuracy", "calibrated_accuracy"], accuracy, f"{title}: accuracy", xlabel=xlabel, ax=axes[0])
+    grouped_bars(table, ["predicted_positive", "calibrated_predicted_positive"], share, f"{title}: {share}",
+                 xlabel=xlabel, reference=gold_share, reference_label="gold share", ax=axes[1])  # fmt: skip
+    return fig
+
+
 def token_lengths(lengths, max_length: int | None = None, title: str = "Tokens per training example", ax=None):
     """Histogram of tokens per example, with the truncation length marked when given."""
     ax = ax or plt.subplots(figsize=(7, 3.5), layout="constrained")[1]

@@ -90,10 +90,6 @@ CPU_NEXT |= {' "': 0.0170, " inext": 0.0133}
 TINY_NEXT = " is|imen|ealing|ription| Crane| Dynam|Fac|etheus| Cry| bottled| Archdemon| synaptic".split("|")
 LOCAL_FT_ID, OPENAI_FT_ID = "ft:gpt2:tweets:ec61f97b", "ft:gpt-4o-mini-2024-07-18:personal:tweets:AbCd1234"
 LABELS = ("negative", "positive")
-SECTION_6 = [  # notebook 02's order and label-words cells: (columns, y label) of each panel
-    (["accuracy", "calibrated_accuracy"], "accuracy on the validation tweets"),
-    (["predicted_positive", "calibrated_predicted_positive"], "share of tweets predicted positive"),
-]
 
 
 def causal(n: int) -> np.ndarray:
@@ -180,15 +176,7 @@ def notebook_02_recency(draws: int):
 
 def notebook_02_bars(index, title: str, xlabel: str):
     """Notebook 02, section 6: the order and the label-words cells' pairs of grouped bars."""
-    table = scores(index)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    for ax, (columns, ylabel) in zip(axes, SECTION_6):
-        reference = 0.47 if ax is axes[1] else None
-        panel = f"{title}: {ylabel.split(' on ')[0]}"
-        plots.grouped_bars(
-            table, columns, ylabel, panel, xlabel=xlabel, reference=reference, reference_label="gold share", ax=ax
-        )
-    return fig
+    return plots.accuracy_and_share(scores(index), title, xlabel, gold_share=0.47)
 
 
 def notebook_03_next_tokens(tokens, probabilities):
