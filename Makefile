@@ -73,7 +73,8 @@ test-fast: install
 # inference (it loads fp32 weights and scores with them, on a T4 too); its fp16 part, autocast training through
 # gptnb.finetune, is in tests/test_device.py. Time: half-precision matrix products are 2.5-9x slower than fp32 on a
 # CPU without bf16 units (AVX2 only), which made 04's whole-sequence fine-tune the stage's largest part; the tiny
-# profile's 64 training tweets (8 steps for each of 04's fine-tunes) keep the stage within the 6 minutes it may add to CI there.
+# profile's 64 training tweets (8 steps for each of 04's fine-tunes) keep the stage within the 6 minutes it may add
+# to CI there.
 # Measured 2026-12-08, 2 idle AMD EPYC cores: with AVX-512 bf16, 66 s + 64 s; with torch held to AVX2 code
 # (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as a CPU without bf16 units runs), 137 s + 69 s, where 160
 # training tweets took 195 s + 81 s (and 301 s + 120 s on a slower AVX2-only EPYC at load ~1).

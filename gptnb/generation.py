@@ -90,17 +90,17 @@ def top_tokens(tokenizer, probabilities: torch.Tensor, k: int = 10) -> pd.DataFr
 
 def playground(model, tokenizer, prompt: str = "The meaning of life is", max_new_tokens: int = 30):
     """An ipywidgets form (prompt, strategy, temperature, top-k, top-p, repetition penalty, length) that prints the
-    continuation. It runs once with its defaults, so it also works headless; its output also holds that first
-    continuation as `playground_html`, which a page without a kernel (the course site) shows instead of the form."""
+    continuation. It runs once with its defaults, so it also works headless; that first continuation goes out beside
+    the form as `playground_html`, for a page without a kernel (`gptnb.widgets.display_with_static_form`)."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    written = []
+    from .widgets import display_with_static_form
 
     def show(prompt, strategy, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         kwargs = decoding_kwargs(strategy, temperature, top_k, top_p, repetition_penalty)
-        written.append(prompt + generate_text(model, tokenizer, prompt, max_new_tokens, **kwargs)[0])
-        print(written[-1])
+        text = prompt + generate_text(model, tokenizer, prompt, max_new_tokens, **kwargs)[0]
+        print(text)
+        return text  # the form keeps it as its result (interactive does not display it)
 
     form = widgets.interactive(
         show,
@@ -113,7 +113,7 @@ def playground(model, tokenizer, prompt: str = "The meaning of life is", max_new
         max_new_tokens=widgets.IntSlider(value=max_new_tokens, min=1, max=200, continuous_update=False),
     )
     settings = {name: value for name, value in form.kwargs.items() if name != "prompt"}
-    display({**form._repr_mimebundle_(), "text/html": playground_html(written[0], settings)}, raw=True)
+    display_with_static_form(form, playground_html(form.result, settings))
     return form
 
 

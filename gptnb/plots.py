@@ -294,8 +294,16 @@ def accuracy_and_share(table, title: str, xlabel: str, gold_share: float):
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     accuracy, share = "accuracy on the validation tweets", "share of tweets predicted positive"
     grouped_bars(table, ["accuracy", "calibrated_accuracy"], accuracy, f"{title}: accuracy", xlabel=xlabel, ax=axes[0])
-    grouped_bars(table, ["predicted_positive", "calibrated_predicted_positive"], share, f"{title}: {share}",
-                 xlabel=xlabel, reference=gold_share, reference_label="gold share", ax=axes[1])  # fmt: skip
+    grouped_bars(
+        table,
+        ["predicted_positive", "calibrated_predicted_positive"],
+        share,
+        f"{title}: {share}",
+        xlabel=xlabel,
+        reference=gold_share,
+        reference_label="gold share",
+        ax=axes[1],
+    )
     return fig
 
 

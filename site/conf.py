@@ -34,8 +34,9 @@ myst_heading_anchors = 3  # GitHub's heading anchors: ../README.md#how-the-noteb
 myst_enable_extensions = ["dollarmath"]
 # Widgets need a kernel (a quiz's buttons run Python), so no page loads a script (from a CDN: myst-nb's default
 # nb_ipywidgets_js, require.js and @jupyter-widgets/html-manager) to draw them. A widget's output shows its static form
-# where it has one, a quiz's HTML (gptnb.exercises.quiz_html: each choice opens to say why); else nothing (an inert
-# widget tag), not its text form, which is how it started (a progress bar at 0 %, or "VBox(children=...").
+# where it has one (gptnb.widgets.display_with_static_form: a quiz's choices opening to say why, what 03's playground
+# wrote); else nothing (an inert widget tag), not its text form, which is how it started (a progress bar at 0 %, or
+# "VBox(children=...").
 nb_mime_priority_overrides = [("*", "application/vnd.jupyter.widget-view+json", 95)]  # text/html 30, text/plain 100
 nb_ipywidgets_js = {}
 

@@ -106,12 +106,12 @@ def quiz_html(question: str, choices: list[Choice]) -> str:
 def quiz(question: str, choices: list[Choice]):
     """A multiple-choice question: click a choice to be told whether it is right and why.
 
-    Renders with ipywidgets (JupyterLab, Colab, VS Code: the widget's mime type outranks HTML there). Beside the
-    widget's own mime types the output holds `quiz_html`'s static form, which a page without a kernel shows (the
-    course site, site/conf.py), where the widget's callbacks could not run. Returns the widget.
+    Renders with ipywidgets (JupyterLab, Colab, VS Code), with `quiz_html`'s static form beside it for a page
+    without a kernel, the course site (`gptnb.widgets.display_with_static_form`). Returns the widget.
     """
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from ..widgets import display_with_static_form
 
     if sum(choice.correct for choice in choices) < 1:
         raise ValueError(f"quiz {question!r} has no right choice")
@@ -128,5 +128,5 @@ def quiz(question: str, choices: list[Choice]):
         button.on_click(show)
         buttons.append(button)
     box = widgets.VBox([widgets.HTML(f"<b>{html.escape(question)}</b>"), *buttons, feedback])
-    display({**box._repr_mimebundle_(), "text/html": quiz_html(question, choices)}, raw=True)
+    display_with_static_form(box, quiz_html(question, choices))
     return box
